@@ -1,0 +1,62 @@
+# tritonyard: build a Triton model repository and serve it.  `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV            ?= .venv
+PY              := $(VENV)/bin/python
+PIP             := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
+DEVICE          ?= cpu
+MODEL_REPOSITORY ?= model_repository
+HTTP_PORT       ?= 8000
+GRPC_PORT       ?= 8001
+METRICS_PORT    ?= 8002
+BUILD_ARGS      ?=
+SUDO            := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Model hubs are unreachable here: never let a library try them.
+export HF_HUB_OFFLINE := 1
+export YOLO_OFFLINE := 1
+export YOLO_AUTOINSTALL := False
+export MODEL_REPOSITORY HTTP_PORT GRPC_PORT METRICS_PORT DEVICE
+
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup build serve demo test lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@echo "  variables: DEVICE=cpu|gpu MODEL_REPOSITORY HTTP_PORT GRPC_PORT METRICS_PORT BUILD_ARGS"
+
+setup: $(STAMP) ## create .venv and install everything (apt libpython3.11 too, where missing)
+
+$(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
+	@dpkg -s libpython3.11 >/dev/null 2>&1 || { echo "installing libpython3.11 (the Python backend stub links it)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libpython3.11 >/dev/null; }
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@echo "installing Python packages into $(VENV) (torch pinned to the CPU wheel by constraints.txt)"
+	@$(PIP) --upgrade pip setuptools wheel 2>&1 | grep -v "^WARNING: Location" || true
+	@set -o pipefail; $(PIP) -e '.[dev]' 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@set -o pipefail; $(PIP) --no-deps -r requirements-nodeps.txt 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@touch $@
+
+build: setup ## build the repository from scratch (DEVICE=cpu|gpu, BUILD_ARGS="--yolo-weights x.pt ...")
+	$(PY) -m builders all --device $(DEVICE) --out $(MODEL_REPOSITORY) $(BUILD_ARGS)
+
+serve: setup ## run tritonserver in the foreground on HTTP_PORT/GRPC_PORT/METRICS_PORT until Ctrl-C
+	$(PY) -m serving --model-repository $(MODEL_REPOSITORY)
+
+demo: build ## build, start Triton, run the CLO client on a synthetic 4K frame, stop
+	$(PY) -m serving --model-repository $(MODEL_REPOSITORY) --quiet -- \
+		$(PY) -m clients.clo --synthetic --save demo_clo.png
+
+lint: setup ## ruff over the whole project
+	$(VENV)/bin/ruff check .
+
+test: setup lint ## lint, then all tests (unit, model.py, integration against a real tritonserver)
+	@$(PY) -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): nothing to run is not a failure"; exit 0; fi; \
+	exit $$rc
+
+clean: ## remove the generated repository, demo output and caches (keeps .venv)
+	find $(MODEL_REPOSITORY) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	rm -rf demo_clo.png .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path "./$(VENV)/*" -exec rm -rf {} +
