@@ -1,0 +1,1 @@
+"""Model architectures (plain torch or ultralytics) and ONNX graph pieces used by the builders."""

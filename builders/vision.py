@@ -1,0 +1,200 @@
+"""The CLO vision pipeline builder: four ONNX steps, a JPEG decoder and two ensembles.
+
+`build(cfg, out_dir)` exports each step, checks it against its torch source, and writes the
+models for the chosen target. Run it as `python -m builders vision`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from builders import onnx_export, progress, repository
+from builders.contract import CROP, DETECTIONS, FRAME, IMAGE_BYTES, LETTERBOXED, OIL_PCT, PIPELINE_OUTPUTS
+from builders.errors import BuildError
+from builders.nets import yolo
+from builders.nets.efficientnet_v2 import build_oil_regressor
+from builders.nets.frame_ops import CropBestBox, LetterboxFrame
+from builders.triton_config import Device, Ensemble, EnsembleStep, ModelSpec, OnnxModel, PythonModel, Target
+
+log = logging.getLogger("tritonyard.build")
+
+# Max abs diff allowed between an export and its torch source, in each output's own units.
+TOLERANCE = {"preprocessing": 1e-5, "yolov8": 1e-2, "postprocessing": 1e-4, "efficientnet_v2": 1e-2}
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """What to build; the defaults are the offline stand-in (random weights, cpu target)."""
+
+    device: Device = "cpu"
+    tensorrt_fp16: bool = False
+    dynamic_batching: bool = True
+    yolo_weights: Path | None = None  # ultralytics .pt, or a ready .onnx used as-is
+    effnet_weights: Path | None = None  # state_dict of EfficientNetV2-S (regression or ImageNet head)
+    seed: int = 0
+    max_image_bytes: int = 32 * 1024 * 1024
+    max_image_pixels: int = 7680 * 4320
+
+    @property
+    def target(self) -> Target:
+        return Target(self.device, self.tensorrt_fp16, self.dynamic_batching)
+
+
+def _pipeline_steps() -> tuple[EnsembleStep, ...]:
+    same = lambda *ts: {t.name: t.name for t in ts}  # noqa: E731 - models use the ensemble's tensor names
+    return (
+        EnsembleStep("preprocessing", same(FRAME), same(LETTERBOXED)),
+        EnsembleStep("yolov8", same(LETTERBOXED), same(DETECTIONS)),
+        EnsembleStep("postprocessing", same(FRAME, DETECTIONS), same(CROP)),
+        EnsembleStep("efficientnet_v2", same(CROP), same(OIL_PCT)),
+    )
+
+
+def specs(cfg: VisionConfig) -> list[ModelSpec]:
+    """Every model of the pipeline, in build order."""
+    decode = EnsembleStep("image_decoder", {IMAGE_BYTES.name: IMAGE_BYTES.name}, {FRAME.name: FRAME.name})
+    return [
+        OnnxModel("preprocessing", (FRAME,), (LETTERBOXED,), cpu_threads=1, concat_batch=False),
+        OnnxModel("yolov8", (LETTERBOXED,), (DETECTIONS,)),
+        OnnxModel("postprocessing", (FRAME, DETECTIONS), (CROP,), cpu_threads=1, concat_batch=False),
+        OnnxModel("efficientnet_v2", (CROP,), (OIL_PCT,)),
+        PythonModel(
+            "image_decoder",
+            "image_decoder",
+            (IMAGE_BYTES,),
+            (FRAME,),
+            parameters={"max_bytes": str(cfg.max_image_bytes), "max_pixels": str(cfg.max_image_pixels)},
+            instances=2 if cfg.device == "gpu" else 1,
+        ),
+        Ensemble("ensemble", (FRAME,), PIPELINE_OUTPUTS, _pipeline_steps()),
+        Ensemble("ensemble_jpeg", (IMAGE_BYTES,), PIPELINE_OUTPUTS, (decode, *_pipeline_steps())),
+    ]
+
+
+def _sample_frames(seed: int, batch: int = 2) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, *FRAME.dims, generator=gen) * 255
+
+
+def _checked_export(
+    name: str,
+    module: torch.nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    repo: Path,
+    in_names: list[str],
+    out_names: list[str],
+) -> onnx.ModelProto:
+    """Export to `<name>/1/model.onnx` and compare with torch on `inputs`."""
+    path = repository.version_dir(repo, name) / "model.onnx"
+    model = onnx_export.export(module, inputs, path, in_names, out_names)
+    with torch.no_grad():
+        expected = module(*inputs)
+    expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
+    actual = onnx_export.run(path, {n: t.numpy() for n, t in zip(in_names, inputs)})
+    diff = onnx_export.check(name, actual, expected, TOLERANCE[name])
+    log.info("  %s: max abs diff vs torch %.2e (tolerance %g)", name, diff, TOLERANCE[name])
+    return model
+
+
+def _export_preprocessing(repo: Path, frames: torch.Tensor) -> np.ndarray:
+    _checked_export("preprocessing", LetterboxFrame(), (frames,), repo, [FRAME.name], [LETTERBOXED.name])
+    with torch.no_grad():
+        return LetterboxFrame()(frames).numpy()
+
+
+def _export_yolo(cfg: VisionConfig, repo: Path, letterboxed: np.ndarray) -> None:
+    path = repository.version_dir(repo, "yolov8") / "model.onnx"
+    weights = cfg.yolo_weights
+    if weights is not None and weights.suffix == ".onnx":
+        if not weights.is_file():
+            raise BuildError(f"--yolo-weights {weights} does not exist")
+        model = onnx.load(str(weights))
+        if yolo.is_raw_head(model):
+            model = yolo.attach_nms(
+                model,
+                model.graph.output[0].type.tensor_type.shape.dim[1].dim_value - 4,
+                input_name=LETTERBOXED.name,
+                output_name=DETECTIONS.name,
+            )
+        onnx_export.finalize_model(model, path)
+        got = onnx_export.run(path, {LETTERBOXED.name: letterboxed})[0]
+        if got.shape[1:] != DETECTIONS.dims:
+            raise BuildError(f"{weights}: output shape {got.shape[1:]} is not {DETECTIONS.dims}")
+        log.info("  yolov8: using %s as-is (no torch source to compare with)", weights)
+        return
+    module, num_classes, source = yolo.build_yolov8(weights, seed=cfg.seed)
+    if weights is None:
+        progress.warn_random_weights("yolov8", source)
+    log.info("  yolov8: %s", source)
+    raw_path = path.with_name("raw.onnx")
+    x = torch.from_numpy(letterboxed)
+    backbone = _checked_export_raw(module, x, raw_path)
+    merged = yolo.attach_nms(backbone, num_classes, input_name=LETTERBOXED.name, output_name=DETECTIONS.name)
+    onnx_export.finalize_model(merged, path)
+    raw_path.unlink()
+    raw = onnx_export.run(backbone, {"images": letterboxed})[0]
+    got = onnx_export.run(path, {LETTERBOXED.name: letterboxed})[0]
+    diff = onnx_export.check("yolov8 NMS", [got], [yolo.reference_nms(raw)], TOLERANCE["yolov8"])
+    log.info(
+        "  yolov8: NMS graph vs numpy reference %.2e; %d boxes found in the check frames",
+        diff,
+        int((got[:, :, 4] > 0).sum()),
+    )
+
+
+def _checked_export_raw(module: torch.nn.Module, x: torch.Tensor, path: Path) -> onnx.ModelProto:
+    """Export YOLO's raw head and compare it with torch before NMS is attached."""
+    model = onnx_export.export(module, (x,), path, ["images"], ["raw"])
+    with torch.no_grad():
+        expected = module(x).numpy()
+    diff = onnx_export.check("yolov8", onnx_export.run(path, {"images": x.numpy()}), [expected], TOLERANCE["yolov8"])
+    log.info("  yolov8: raw head max abs diff vs torch %.2e (tolerance %g)", diff, TOLERANCE["yolov8"])
+    return model
+
+
+def _export_postprocessing(repo: Path, frames: torch.Tensor) -> None:
+    # Row 0 of image 0 is a real box (in letterbox pixels); image 1 has none, exercising the fallback crop.
+    det = torch.zeros(frames.shape[0], *DETECTIONS.dims)
+    det[0, 0] = torch.tensor([100.0, 200.0, 300.0, 400.0, 0.9, 0.0])
+    _checked_export("postprocessing", CropBestBox(), (frames, det), repo, [FRAME.name, DETECTIONS.name], [CROP.name])
+
+
+def _export_effnet(cfg: VisionConfig, repo: Path) -> None:
+    module, source = build_oil_regressor(cfg.effnet_weights, seed=cfg.seed)
+    if cfg.effnet_weights is None:
+        progress.warn_random_weights("efficientnet_v2", source)
+    log.info("  efficientnet_v2: %s", source)
+    crops = torch.rand(2, *CROP.dims, generator=torch.Generator().manual_seed(cfg.seed))
+    _checked_export("efficientnet_v2", module, (crops,), repo, [CROP.name], [OIL_PCT.name])
+
+
+def build(cfg: VisionConfig, out_dir: Path) -> list[str]:
+    """Build the vision models into `out_dir` (a Triton model repository); returns their names."""
+    all_specs = specs(cfg)
+    repository.check_ensembles(all_specs)
+    target = cfg.target
+    names = [s.name for s in all_specs]
+    steps = progress.Progress(f"vision pipeline, {cfg.device} target -> {out_dir}", 6)
+    with repository.staged(out_dir, names) as repo:
+        frames = _sample_frames(cfg.seed)
+        with steps.step("export preprocessing (letterbox 3840x2160 -> 640x640)"):
+            letterboxed = _export_preprocessing(repo, frames)
+        with steps.step("export yolov8 + NMS"):
+            _export_yolo(cfg, repo, letterboxed)
+        with steps.step("export postprocessing (crop best box -> 384x384)"):
+            _export_postprocessing(repo, frames)
+        with steps.step("export efficientnet_v2 (oil level regression)"):
+            _export_effnet(cfg, repo)
+        with steps.step("write configs and Python-backend sources"):
+            served_by = [(s.name, repository.add_model(repo, s, target)) for s in all_specs]
+        with steps.step("parse configs back"):
+            for name in names:
+                repository.check_config(repo, name)
+    progress.summary(out_dir, served_by)
+    return names
