@@ -1,0 +1,60 @@
+"""Server-side image decoding for `ensemble_jpeg`: JPEG/PNG bytes in, the 4K FP32 frame out.
+
+Clients send about 1 MB of JPEG instead of a 99.5 MB FP32 tensor. Each request is decoded on
+its own, so a corrupt image fails only its own request.
+"""
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from frames import ImageError, decode, to_frame
+
+INPUT = "image_bytes"
+OUTPUT = "original_image_3840_2160"
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_PIXELS = 7680 * 4320  # 8K: anything larger is a bomb, not a camera frame
+
+
+@dataclass(frozen=True)
+class Params:
+    """Input caps from config.pbtxt `parameters`, read once."""
+
+    max_bytes: int
+    max_pixels: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Params":
+        raw = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        params = cls(int(raw.get("max_bytes", DEFAULT_MAX_BYTES)), int(raw.get("max_pixels", DEFAULT_MAX_PIXELS)))
+        if params.max_bytes < 1 or params.max_pixels < 1:
+            raise ValueError(f"caps must be positive: {params}")
+        return params
+
+
+class TritonPythonModel:
+    """Decodes each request's encoded image into the pipeline frame."""
+
+    def initialize(self, args: dict) -> None:
+        self.params = Params.from_config(json.loads(args["model_config"]))
+        pb_utils.Logger.log_info(f"image_decoder: {self.params}")
+
+    def execute(self, requests: list) -> list:
+        return [self._decode_one(r) for r in requests]
+
+    def _decode_one(self, request):
+        blobs = pb_utils.get_input_tensor_by_name(request, INPUT).as_numpy().reshape(-1)
+        try:
+            images = [
+                decode(bytes(b), max_bytes=self.params.max_bytes, max_pixels=self.params.max_pixels) for b in blobs
+            ]
+        except ImageError as exc:
+            return pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(f"{INPUT}: {exc}", pb_utils.TritonError.INVALID_ARG)
+            )
+        frames = np.stack([to_frame(img) for img in images])
+        return pb_utils.InferenceResponse([pb_utils.Tensor(OUTPUT, frames)])
+
+    def finalize(self) -> None:
+        pass

@@ -1,0 +1,84 @@
+"""Generic onnxruntime model for Triton's Python backend (the cpu target).
+
+The pip-installed tritonserver has no onnxruntime backend, so every ONNX step of the cpu target
+runs here: `model.onnx` beside this file, tensor names and dtypes from the model's config.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+MODEL_FILE = "model.onnx"
+DEFAULT_INTRA_OP_THREADS = 2
+
+
+@dataclass(frozen=True)
+class Params:
+    """The model's `parameters` from config.pbtxt, read once."""
+
+    intra_op_threads: int
+    concat_batch: bool
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Params":
+        raw = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        threads = int(raw.get("intra_op_threads", DEFAULT_INTRA_OP_THREADS))
+        if threads < 1:
+            raise ValueError(f"intra_op_threads must be >= 1, got {threads}")
+        return cls(threads, raw.get("concat_batch", "true").lower() == "true")
+
+
+class TritonPythonModel:
+    """Runs one ONNX model; dynamic batches are concatenated into one session run when allowed."""
+
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        self.name = args["model_name"]
+        self.params = Params.from_config(config)
+        self.inputs = [t["name"] for t in config["input"]]
+        self.outputs = [t["name"] for t in config["output"]]
+        ort.disable_telemetry_events()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.params.intra_op_threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Idle spinning threads steal the cores the next pipeline step needs.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        path = Path(args["model_repository"]) / args["model_version"] / MODEL_FILE
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        pb_utils.Logger.log_info(f"{self.name}: loaded {path.name} with {self.params}")
+
+    def execute(self, requests: list) -> list:
+        feeds = [{n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.inputs} for r in requests]
+        if self.params.concat_batch and len(feeds) > 1:
+            try:
+                return self._run_concatenated(feeds)
+            except Exception as exc:  # noqa: BLE001 - fall back so one bad request cannot fail the batch
+                pb_utils.Logger.log_warn(f"{self.name}: batched run failed ({exc}); running requests one by one")
+        return [self._run_one(f) for f in feeds]
+
+    def _run_concatenated(self, feeds: list[dict]) -> list:
+        sizes = [len(f[self.inputs[0]]) for f in feeds]
+        merged = {n: np.concatenate([f[n] for f in feeds]) for n in self.inputs}
+        results = self.session.run(self.outputs, merged)
+        bounds = np.cumsum([0, *sizes])
+        return [
+            pb_utils.InferenceResponse([pb_utils.Tensor(n, r[lo:hi]) for n, r in zip(self.outputs, results)])
+            for lo, hi in zip(bounds[:-1], bounds[1:])
+        ]
+
+    def _run_one(self, feed: dict):
+        try:
+            results = self.session.run(self.outputs, feed)
+        except Exception as exc:  # noqa: BLE001 - report it on this request only
+            return pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(f"{self.name}: onnxruntime failed: {exc}", pb_utils.TritonError.INTERNAL)
+            )
+        return pb_utils.InferenceResponse([pb_utils.Tensor(n, r) for n, r in zip(self.outputs, results)])
+
+    def finalize(self) -> None:
+        self.session = None
