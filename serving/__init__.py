@@ -1,0 +1,1 @@
+"""Find, start, supervise and stop a real `tritonserver`."""

@@ -1,0 +1,81 @@
+"""`python -m serving`: run tritonserver in the foreground, or around one command.
+
+python -m serving                          # serve until Ctrl-C / SIGTERM
+python -m serving -- python -m clients.clo # start, wait ready, run the command, stop
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from serving.launcher import ServerError, TritonServer
+
+DEFAULT_REPO = Path(__file__).resolve().parent.parent / "model_repository"
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog="python -m serving", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--model-repository", type=Path, default=Path(env("MODEL_REPOSITORY", DEFAULT_REPO)))
+    p.add_argument("--http-port", type=int, default=int(env("HTTP_PORT", 8000)))
+    p.add_argument("--grpc-port", type=int, default=int(env("GRPC_PORT", 8001)))
+    p.add_argument("--metrics-port", type=int, default=int(env("METRICS_PORT", 8002)))
+    p.add_argument(
+        "--host", default=env("TRITON_HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1: local only)"
+    )
+    p.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for /v2/health/ready")
+    p.add_argument("--log-file", type=Path, help="also write the server log here")
+    p.add_argument("--quiet", action="store_true", help="do not echo the server log")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="after --: a command to run once the server is ready")
+    return p
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    server = TritonServer(
+        args.model_repository,
+        args.http_port,
+        args.grpc_port,
+        args.metrics_port,
+        host=args.host,
+        ready_timeout=args.ready_timeout,
+        echo=not args.quiet and not command,
+        log_file=args.log_file,
+    )
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        started = time.perf_counter()
+        with server:
+            sys.stderr.write(
+                f"tritonserver ready in {time.perf_counter() - started:.1f}s: "
+                f"http {server.http_url}, grpc {server.grpc_url}, metrics :{args.metrics_port}\n"
+            )
+            if command:
+                env = {**os.environ, "TRITON_HTTP_URL": server.http_url, "TRITON_GRPC_URL": server.grpc_url}
+                return subprocess.call(command, env=env)
+            while server.process.poll() is None:
+                time.sleep(0.5)
+            raise ServerError(f"tritonserver exited with code {server.process.returncode}:\n{server.log_tail()}")
+    except ServerError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("stopping tritonserver\n")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

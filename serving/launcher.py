@@ -1,0 +1,205 @@
+"""Start a real `tritonserver` and wait until it is ready; used by `make serve`, the demo and tests.
+
+The binary comes from PATH (the NGC image) or else from the `nvidia-pytriton` wheel, which bundles
+Triton 2.51 with the Python backend but expects its backend folder and libraries to be set up.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes.util
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOG_TAIL_LINES = 60
+STUB_NAME = "triton_python_backend_stub"
+
+
+class ServerError(RuntimeError):
+    """tritonserver could not be found, died, or never became ready; the message has its log tail."""
+
+
+@dataclass(frozen=True)
+class Installation:
+    """A tritonserver binary with the backend folder and environment it needs."""
+
+    binary: Path
+    backend_dir: Path | None  # None: the binary's built-in default (/opt/tritonserver/backends)
+    env: dict[str, str]
+    bundled: bool  # True for the pip wheel's CPU-only build
+
+
+def _pytriton_root() -> Path:
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerError("no tritonserver on PATH and nvidia-pytriton is not installed: run `make setup`")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _python_backend_dir(server_root: Path) -> Path:
+    """Copy the wheel's Python backend next to the stub for this interpreter, once per venv."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = server_root / "python_backend_stubs" / version / STUB_NAME
+    if not stub.is_file():
+        raise ServerError(f"nvidia-pytriton has no Python backend stub for Python {version}")
+    backends = Path(sys.prefix) / "share" / "tritonyard" / "backends"
+    python_dir = backends / "python"
+    if not (python_dir / STUB_NAME).is_file():
+        tmp = backends / ".python.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(server_root / "backends" / "python", tmp)
+        shutil.copy2(stub, tmp / STUB_NAME)
+        shutil.rmtree(python_dir, ignore_errors=True)
+        tmp.rename(python_dir)
+    return backends
+
+
+def find_tritonserver() -> Installation:
+    """Prefer a tritonserver on PATH; else prepare the one bundled in nvidia-pytriton."""
+    env = dict(os.environ)
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return Installation(Path(on_path), None, env, bundled=False)
+    root = _pytriton_root()
+    server_root = root / "tritonserver"
+    binary = server_root / "bin" / "tritonserver"
+    if not binary.is_file():
+        raise ServerError(f"{binary} is missing: reinstall nvidia-pytriton==0.7.0")
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if ctypes.util.find_library(f"python{version}") is None:
+        raise ServerError(f"the Python backend stub needs libpython{version}.so: `apt-get install libpython{version}`")
+    libs = root.parent / "nvidia_pytriton.libs"
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
+    # The stub's embedded interpreter finds this venv's site-packages through the python on PATH.
+    env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+    return Installation(binary, _python_backend_dir(server_root), env, bundled=True)
+
+
+@dataclass
+class TritonServer:
+    """One tritonserver process. Use as a context manager, or call start() and stop()."""
+
+    repository: Path
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    host: str = "127.0.0.1"
+    ready_timeout: float = 300.0
+    extra_args: tuple[str, ...] = ()
+    echo: bool = False  # copy the server log to our stderr as it arrives
+    log_file: Path | None = None
+    process: subprocess.Popen | None = field(default=None, init=False)
+    _tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LOG_TAIL_LINES), init=False)
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    def command(self, install: Installation) -> list[str]:
+        cmd = [
+            str(install.binary),
+            f"--model-repository={self.repository.resolve()}",
+            f"--http-address={self.host}",
+            f"--grpc-address={self.host}",
+            f"--metrics-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            # Configs are generated complete, so skip auto-complete: startup takes half the time.
+            "--disable-auto-complete-config",
+            "--exit-timeout-secs=10",
+        ]
+        if install.backend_dir is not None:
+            cmd.append(f"--backend-directory={install.backend_dir}")
+        if install.bundled:  # CPU-only build: no pinned memory or GPU metrics to set up
+            cmd += ["--pinned-memory-pool-byte-size=0", "--allow-gpu-metrics=false"]
+        return cmd + list(self.extra_args)
+
+    def start(self) -> TritonServer:
+        if not (self.repository / ".").is_dir():
+            raise ServerError(f"model repository {self.repository} does not exist: run `make build` first")
+        install = find_tritonserver()
+        self.process = subprocess.Popen(
+            self.command(install),
+            env=install.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        return self
+
+    def _pump(self) -> None:
+        sink = self.log_file.open("a") if self.log_file else None
+        try:
+            for line in self.process.stdout:
+                self._tail.append(line.rstrip("\n"))
+                if sink:
+                    sink.write(line)
+                    sink.flush()
+                if self.echo:
+                    sys.stderr.write(line)
+        finally:
+            if sink:
+                sink.close()
+
+    def log_tail(self) -> str:
+        return "\n".join(self._tail)
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self) -> TritonServer:
+        """Block until /v2/health/ready answers 200; raise with the log tail if it dies or times out."""
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                time.sleep(0.2)  # let the pump thread drain the last lines
+                raise ServerError(f"tritonserver exited with code {self.process.returncode}:\n{self.log_tail()}")
+            if self.is_ready():
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise ServerError(f"tritonserver was not ready after {self.ready_timeout:.0f}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it outlives its own exit timeout."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)  # the stubs share its process group
+            self.process.wait()
+
+    def __enter__(self) -> TritonServer:
+        try:
+            return self.start().wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
