@@ -1,0 +1,1 @@
+"""Clients for the pipelines served by tritonyard (tritonclient over HTTP or gRPC)."""
