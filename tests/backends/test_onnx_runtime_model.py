@@ -1,0 +1,64 @@
+"""The generic onnxruntime model.py, driven through a stubbed triton_python_backend_utils."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from google.protobuf import json_format
+from onnx import TensorProto, helper
+
+from builders.contract import TensorSpec
+from builders.triton_config import OnnxModel, Target, model_config
+from tests.backends.pb_utils_stub import Request, TritonError, load_model
+
+X = TensorSpec("x", "TYPE_FP32", (2,))
+Y = TensorSpec("y", "TYPE_FP32", (2,))
+
+
+def _add_one_model(version_dir: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "one"], ["y"])],
+        "add_one",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    version_dir.mkdir(parents=True)
+    onnx.save(model, str(version_dir / "model.onnx"))
+
+
+def _load(tmp_path: Path, concat: bool, threads: int = 1):
+    _add_one_model(tmp_path / "1")
+    spec = OnnxModel("add_one", (X,), (Y,), cpu_threads=threads, concat_batch=concat)
+    config = json_format.MessageToDict(model_config(spec, Target("cpu")), preserving_proto_field_name=True)
+    return load_model("onnx_runtime", config, tmp_path / "1", name="add_one")
+
+
+@pytest.mark.parametrize("concat", [True, False])
+def test_onnx_runtime_answers_each_request_when_batched(tmp_path: Path, concat: bool) -> None:
+    model = _load(tmp_path, concat)
+    inputs = [np.array([[1, 2]], np.float32), np.array([[3, 4], [5, 6]], np.float32), np.array([[7, 8]], np.float32)]
+    responses = model.execute([Request(x=a) for a in inputs])
+    assert [r.has_error() for r in responses] == [False] * 3
+    for a, r in zip(inputs, responses):
+        np.testing.assert_array_equal(r.output("y"), a + 1)
+
+
+def test_onnx_runtime_fails_only_the_bad_request_when_one_input_is_malformed(tmp_path: Path) -> None:
+    model = _load(tmp_path, concat=True)
+    good = np.ones((1, 2), np.float32)
+    responses = model.execute([Request(x=good), Request(x=np.ones((1, 3), np.float32)), Request(x=good)])
+    assert [r.has_error() for r in responses] == [False, True, False]
+    assert responses[1].error.code() == TritonError.INTERNAL
+    assert "add_one" in responses[1].error.message()
+    np.testing.assert_array_equal(responses[2].output("y"), good + 1)
+
+
+def test_onnx_runtime_refuses_to_start_when_threads_are_invalid(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="intra_op_threads"):
+        _load(tmp_path, concat=True, threads=0)

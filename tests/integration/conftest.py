@@ -1,0 +1,29 @@
+"""A real tritonserver serving the session's vision repository."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from serving.launcher import TritonServer
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="session")
+def triton(vision_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """Started once; waits for /v2/health/ready and fails with the server's log tail otherwise."""
+    log = tmp_path_factory.mktemp("triton") / "tritonserver.log"
+    with TritonServer(vision_repo, *free_ports(3), log_file=log, ready_timeout=600) as server:
+        yield server
