@@ -74,6 +74,7 @@ class PythonModel:
     parameters: dict[str, str] = field(default_factory=dict)
     instances: int = 1
     optional_inputs: frozenset[str] = frozenset()
+    decoupled: bool = False  # responses go through the response sender: 0..n per request (streaming)
 
 
 @dataclass(frozen=True)
@@ -153,11 +154,14 @@ def _onnx_dict(spec: OnnxModel, target: Target) -> dict:
 
 def _python_dict(spec: PythonModel, target: Target) -> dict:
     # Python steps do CPU work (decoding, tokenizing) on either target, so they stay KIND_CPU.
-    return {
+    body = {
         "backend": "python",
         "instanceGroup": [{"kind": "KIND_CPU", "count": spec.instances}],
         **_params(spec.parameters),
     }
+    if spec.decoupled:
+        body["modelTransactionPolicy"] = {"decoupled": True}
+    return body
 
 
 def _ensemble_dict(spec: Ensemble) -> dict:
