@@ -59,3 +59,49 @@ class Letterbox:
 
 # 3840x2160 -> 640x360, padded by 140 rows top and bottom: an exact 6x integer reduction.
 DET_LETTERBOX = Letterbox.fit(FRAME_W, FRAME_H, DET_SIZE, DET_SIZE)
+
+
+# --- GPT-2 text generation: the convention Triton LLM users know (gpt2 and gpt2_stream) ---
+TEXT_INPUT = TensorSpec("text_input", "TYPE_STRING", (1,))
+MAX_TOKENS = TensorSpec("max_tokens", "TYPE_INT32", (1,))
+TEMPERATURE = TensorSpec("temperature", "TYPE_FP32", (1,))
+TOP_K = TensorSpec("top_k", "TYPE_INT32", (1,))
+TOP_P = TensorSpec("top_p", "TYPE_FP32", (1,))
+SEED = TensorSpec("seed", "TYPE_UINT64", (1,))
+STOP = TensorSpec("stop", "TYPE_STRING", (-1,))
+GENERATE_INPUTS = (TEXT_INPUT, MAX_TOKENS, TEMPERATURE, TOP_K, TOP_P, SEED, STOP)
+OPTIONAL_GENERATE_INPUTS = frozenset(t.name for t in GENERATE_INPUTS[1:])
+
+TEXT_OUTPUT = TensorSpec("text_output", "TYPE_STRING", (1,))
+FINISH_REASON = TensorSpec("finish_reason", "TYPE_STRING", (1,))
+PROMPT_TOKENS = TensorSpec("prompt_tokens", "TYPE_INT32", (1,))
+COMPLETION_TOKENS = TensorSpec("completion_tokens", "TYPE_INT32", (1,))
+GENERATE_OUTPUTS = (TEXT_OUTPUT, FINISH_REASON, PROMPT_TOKENS, COMPLETION_TOKENS)
+
+# gpt2_tokenizer: text_input -> input_ids; gpt2_detokenizer: input_ids -> text_output.
+INPUT_IDS = TensorSpec("input_ids", "TYPE_INT64", (-1,))
+EOS_TOKEN = "<|endoftext|>"
+
+
+def decoder_inputs(n_layer: int, n_head: int, head_dim: int) -> tuple[TensorSpec, ...]:
+    """optimum-style KV-cache decoder inputs, so optimum-exported real models drop in."""
+    past = [
+        TensorSpec(f"past_key_values.{i}.{kv}", "TYPE_FP32", (n_head, -1, head_dim))
+        for i in range(n_layer)
+        for kv in ("key", "value")
+    ]
+    return (
+        INPUT_IDS,
+        TensorSpec("attention_mask", "TYPE_INT64", (-1,)),  # past + new positions
+        TensorSpec("position_ids", "TYPE_INT64", (-1,)),
+        *past,
+    )
+
+
+def decoder_outputs(n_layer: int, n_head: int, head_dim: int, vocab_size: int) -> tuple[TensorSpec, ...]:
+    present = [
+        TensorSpec(f"present.{i}.{kv}", "TYPE_FP32", (n_head, -1, head_dim))
+        for i in range(n_layer)
+        for kv in ("key", "value")
+    ]
+    return (TensorSpec("logits", "TYPE_FP32", (-1, vocab_size)), *present)
