@@ -1,4 +1,4 @@
-"""Command line: `python -m builders {vision,all} [options]`."""
+"""Command line: `python -m builders {vision,gpt2,all} [options]`."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ def _parser() -> argparse.ArgumentParser:
         "architectures get deterministic random weights (a loud warning says so).",
     )
     p.add_argument(
-        "pipeline", choices=["vision", "all"], help="'all' empties the repository first, then builds every pipeline"
+        "pipeline",
+        choices=["vision", "gpt2", "all"],
+        help="'all' empties the repository first, then builds every pipeline (vision, then gpt2)",
     )
     p.add_argument(
         "--out",
@@ -52,6 +54,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-image-pixels", type=int, default=7680 * 4320, help="ensemble_jpeg: largest decoded image (pixels)"
     )
+    gpt2 = p.add_argument_group("gpt2")
+    gpt2.add_argument(
+        "--model",
+        help="GPT-2 checkpoint: a save_pretrained directory, or a hub name already in the local HF cache "
+        "(default: an offline stand-in with random weights)",
+    )
+    gpt2.add_argument(
+        "--gpt2-size",
+        choices=["tiny", "124m"],
+        default="tiny",
+        help="shape of the offline stand-in: tiny (2 layers, 128 wide) or 124m (GPT-2 small); ignored with --model",
+    )
+    gpt2.add_argument("--optimize", action="store_true", help="serve the decoder with onnxruntime transformer fusions")
+    gpt2.add_argument("--int8", action="store_true", help="serve the decoder dynamically quantized to int8 (CPU)")
+    gpt2.add_argument(
+        "--max-slots", type=int, default=8, help="requests the generation loop decodes together (default 8)"
+    )
     return p
 
 
@@ -60,11 +79,28 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for var, value in {"HF_HUB_OFFLINE": "1", "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False"}.items():
         os.environ.setdefault(var, value)
-    from builders import repository, vision  # heavy imports (torch) after argument parsing
+    from builders import repository  # heavy imports (torch) after argument parsing
 
     start = time.perf_counter()
     try:
-        cfg = vision.VisionConfig(
+        if args.pipeline == "all":
+            repository.clean(args.out)
+        if args.pipeline in ("vision", "all"):
+            _build_vision(args)
+        if args.pipeline in ("gpt2", "all"):
+            _build_gpt2(args)
+    except BuildError as exc:
+        logging.getLogger("tritonyard.build").error("build failed: %s", exc)
+        return 1
+    logging.getLogger("tritonyard.build").info("built %s in %.0fs", args.out, time.perf_counter() - start)
+    return 0
+
+
+def _build_vision(args: argparse.Namespace) -> None:
+    from builders import vision
+
+    vision.build(
+        vision.VisionConfig(
             device=args.device,
             tensorrt_fp16=args.tensorrt_fp16,
             dynamic_batching=not args.no_dynamic_batching,
@@ -73,15 +109,28 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             max_image_bytes=args.max_image_bytes,
             max_image_pixels=args.max_image_pixels,
-        )
-        if args.pipeline == "all":
-            repository.clean(args.out)
-        vision.build(cfg, args.out)
-    except BuildError as exc:
-        logging.getLogger("tritonyard.build").error("build failed: %s", exc)
-        return 1
-    logging.getLogger("tritonyard.build").info("built %s in %.0fs", args.out, time.perf_counter() - start)
-    return 0
+        ),
+        args.out,
+    )
+
+
+def _build_gpt2(args: argparse.Namespace) -> None:
+    from builders import gpt2
+
+    gpt2.build(
+        gpt2.Gpt2Config(
+            device=args.device,
+            tensorrt_fp16=args.tensorrt_fp16,
+            dynamic_batching=not args.no_dynamic_batching,
+            model=args.model,
+            size=args.gpt2_size,
+            optimize=args.optimize,
+            int8=args.int8,
+            seed=args.seed,
+            max_slots=args.max_slots,
+        ),
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ from builders.triton_config import Device, ModelSpec
 
 def all_specs(device: Device) -> list[ModelSpec]:
     """Specs of every pipeline's models for `device`, in build order."""
-    from builders import vision
+    from builders import gpt2, vision
 
-    return vision.specs(vision.VisionConfig(device=device))
+    return [*vision.specs(vision.VisionConfig(device=device)), *gpt2.specs(gpt2.Gpt2Config(device=device))]
 
 
 def model_names(device: Device) -> list[str]:

@@ -55,14 +55,19 @@ def version_dir(repo: Path, name: str) -> Path:
     return path
 
 
-def _ship_sources(source: str, dest: Path) -> None:
-    """Copy a python_backends/<source> folder's modules beside model.py; models import nothing else of ours."""
+def _ship_sources(source: str, dest: Path, shared: Sequence[str] = ()) -> None:
+    """Copy a python_backends/<source> folder's modules (and `shared` ones) beside model.py.
+
+    Models import nothing else of ours, so each version folder runs on its own.
+    """
     folder = BACKENDS_DIR / source
     if not (folder / "model.py").is_file():
         raise BuildError(f"python backend source {folder}/model.py is missing")
-    for src in folder.glob("*.py"):
-        if src.name != "__init__.py":
-            shutil.copy2(src, dest / src.name)
+    files = [f for f in folder.glob("*.py") if f.name != "__init__.py"] + [BACKENDS_DIR / s for s in shared]
+    for src in files:
+        if not src.is_file():
+            raise BuildError(f"python backend source {src} is missing")
+        shutil.copy2(src, dest / src.name)
 
 
 def add_model(repo: Path, spec: ModelSpec, target: Target) -> str:
@@ -78,8 +83,8 @@ def add_model(repo: Path, spec: ModelSpec, target: Target) -> str:
             _ship_sources(ORT_MODEL_SOURCE, folder)
         served_by = "onnxruntime (GPU)" if target.device == "gpu" else "python + onnxruntime (CPU)"
     elif isinstance(spec, PythonModel):
-        _ship_sources(spec.source, folder)
-        served_by = "python"
+        _ship_sources(spec.source, folder, spec.shared)
+        served_by = "python (decoupled)" if spec.decoupled else "python"
     else:
         served_by = "ensemble"
     write_config(model_config(spec, target), repo)

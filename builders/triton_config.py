@@ -75,6 +75,7 @@ class PythonModel:
     instances: int = 1
     optional_inputs: frozenset[str] = frozenset()
     decoupled: bool = False  # responses go through the response sender: 0..n per request (streaming)
+    shared: tuple[str, ...] = ()  # more modules shipped beside model.py, as "<python_backends folder>/<file>.py"
 
 
 @dataclass(frozen=True)

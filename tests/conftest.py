@@ -15,10 +15,11 @@ for _var, _value in {"HF_HUB_OFFLINE": "1", "YOLO_OFFLINE": "1", "YOLO_AUTOINSTA
 
 
 @pytest.fixture(scope="session")
-def vision_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The cpu-target vision repository, built once with the offline default (random weights, seed 0)."""
-    from builders import vision
+def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cpu-target repository with every pipeline, built once with the offline defaults (random weights, seed 0)."""
+    from builders import gpt2, vision
 
     repo = tmp_path_factory.mktemp("model_repository")
     vision.build(vision.VisionConfig(), repo)
+    gpt2.build(gpt2.Gpt2Config(), repo)
     return repo

@@ -22,8 +22,8 @@ def free_ports(n: int) -> list[int]:
 
 
 @pytest.fixture(scope="session")
-def triton(vision_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+def triton(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     """Started once; waits for /v2/health/ready and fails with the server's log tail otherwise."""
     log = tmp_path_factory.mktemp("triton") / "tritonserver.log"
-    with TritonServer(vision_repo, *free_ports(3), log_file=log, ready_timeout=600) as server:
+    with TritonServer(model_repo, *free_ports(3), log_file=log, ready_timeout=600) as server:
         yield server

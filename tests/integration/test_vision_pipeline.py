@@ -52,7 +52,7 @@ def onnx_chain(repo: Path, frame: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("protocol,shm", [("http", False), ("grpc", False), ("http", True)])
-def test_ensemble_equals_onnx_chain_when_frame_is_sent(triton, vision_repo, jpeg, protocol, shm) -> None:
+def test_ensemble_equals_onnx_chain_when_frame_is_sent(triton, model_repo, jpeg, protocol, shm) -> None:
     image = frames.decode(jpeg, max_bytes=1 << 30, max_pixels=1 << 30)
     frame = frames.to_frame(image)
     url = triton.http_url if protocol == "http" else triton.grpc_url
@@ -61,7 +61,7 @@ def test_ensemble_equals_onnx_chain_when_frame_is_sent(triton, vision_repo, jpeg
         got = client.infer_frame(frame, image.size)
     finally:
         client.close()
-    expected = onnx_chain(vision_repo, frame)
+    expected = onnx_chain(model_repo, frame)
     served = {DETECTIONS.name: got.detections, CROP.name: got.crop, OIL_PCT.name: np.array([got.oil_pct], np.float32)}
     for name, atol in ATOL.items():
         np.testing.assert_allclose(served[name], expected[name], atol=atol, rtol=0, err_msg=name)

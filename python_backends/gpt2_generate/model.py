@@ -1,0 +1,221 @@
+"""GPT-2 text generation in the server: text in, text out, one decoder step per token.
+
+The same file serves `gpt2` (one response per request) and `gpt2_stream` (decoupled: one
+response per new piece of text). Requests are handed to an in-flight batching engine and answered
+through their response sender, so requests that arrive mid-generation join the running batch.
+"""
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from detok import IncrementalDecoder, StopText
+from engine import Engine, Sequence, Shape, Sink
+from sampling import SamplingParams
+from tokenizers import Tokenizer
+
+TOKENIZER_FILE = "tokenizer.json"
+DEFAULT_MAX_TOKENS = 16
+MAX_STOP_STRINGS = 16
+MAX_STOP_CHARS = 256
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+@dataclass(frozen=True)
+class Params:
+    """The model's `parameters` from config.pbtxt, read once."""
+
+    decoder_model: str
+    decoder_mode: str  # in_process (cpu: our own onnxruntime session) or bls (gpu: the decoder model)
+    n_layer: int
+    n_head: int
+    head_dim: int
+    n_positions: int
+    eos_token_id: int
+    max_slots: int
+    intra_op_threads: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Params":
+        raw = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        ints = ("n_layer", "n_head", "head_dim", "n_positions", "eos_token_id", "max_slots")
+        params = cls(
+            decoder_model=raw.get("decoder_model", "gpt2_decoder"),
+            decoder_mode=raw.get("decoder_mode", "in_process"),
+            intra_op_threads=int(raw.get("intra_op_threads", "2")),
+            **{k: int(raw[k]) for k in ints},
+        )
+        if params.decoder_mode not in ("in_process", "bls"):
+            raise ValueError(f"decoder_mode must be in_process or bls, got {params.decoder_mode!r}")
+        return params
+
+
+class BadRequest(ValueError):
+    """The client's fault; becomes INVALID_ARG with a message naming the input."""
+
+
+def _scalar(request, name: str, default):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return default
+    values = tensor.as_numpy().reshape(-1)
+    if values.size != 1:
+        raise BadRequest(f"{name}: expected one value, got {values.size}")
+    value = values[0]
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class TritonSink(Sink):
+    """Sends a sequence's results through its request's response sender."""
+
+    def __init__(self, request, streaming: bool, prompt_tokens: int) -> None:
+        self.request, self.sender = request, request.get_response_sender()
+        self.streaming, self.prompt_tokens, self.parts = streaming, prompt_tokens, []
+
+    def _response(self, text: str, reason: str, completion: int):
+        return pb_utils.InferenceResponse(
+            [
+                pb_utils.Tensor("text_output", np.array([[text.encode()]], dtype=np.object_)),
+                pb_utils.Tensor("finish_reason", np.array([[reason.encode()]], dtype=np.object_)),
+                pb_utils.Tensor("prompt_tokens", np.array([[self.prompt_tokens]], np.int32)),
+                pb_utils.Tensor("completion_tokens", np.array([[completion]], np.int32)),
+            ]
+        )
+
+    def piece(self, text: str, completion_tokens: int) -> None:
+        if self.streaming:
+            self.sender.send(self._response(text, "", completion_tokens))
+        else:
+            self.parts.append(text)
+
+    def finish(self, text: str, reason: str, completion_tokens: int) -> None:
+        if not self.streaming:
+            text = "".join(self.parts) + text
+        self.sender.send(self._response(text, reason, completion_tokens), flags=FINAL)
+
+    def fail(self, message: str) -> None:
+        if "cancelled" in message:
+            pb_utils.Logger.log_info(f"request {self.request.request_id() or '(no id)'} {message}")
+            code = pb_utils.TritonError.CANCELLED
+        else:
+            code = pb_utils.TritonError.INTERNAL
+        self.sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code)), flags=FINAL)
+
+    def is_cancelled(self) -> bool:
+        return self.request.is_cancelled()
+
+
+class TritonPythonModel:
+    """Validates each request on its own, then hands it to the in-flight batching engine."""
+
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        self.params = p = Params.from_config(config)
+        self.streaming = pb_utils.using_decoupled_model_transaction_policy(config)
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.tokenizer = Tokenizer.from_file(str(version_dir / TOKENIZER_FILE))
+        run = self._in_process(Path(args["model_repository"]).parent) if p.decoder_mode == "in_process" else self._bls
+        shape = Shape(p.n_layer, p.n_head, p.head_dim, p.eos_token_id)
+        self.engine = Engine(run, shape, p.max_slots, pb_utils.Logger.log_error)
+        pb_utils.Logger.log_info(f"{args['model_name']}: {p}, streaming={self.streaming}")
+
+    def _in_process(self, repository: Path):
+        import onnxruntime as ort
+
+        ort.disable_telemetry_events()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.params.intra_op_threads
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        path = repository / self.params.decoder_model / "1" / "model.onnx"
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        names = [o.name for o in self.session.get_outputs()]
+        return lambda feeds: dict(zip(names, self.session.run(names, feeds)))
+
+    def _bls(self, feeds: dict) -> dict:
+        names = ["logits"] + [f"present.{i}.{kv}" for i in range(self.params.n_layer) for kv in ("key", "value")]
+        request = pb_utils.InferenceRequest(
+            model_name=self.params.decoder_model,
+            inputs=[pb_utils.Tensor(n, a) for n, a in feeds.items()],
+            requested_output_names=names,
+        )
+        response = request.exec()
+        if response.has_error():
+            raise RuntimeError(response.error().message())
+        out = {}
+        for name in names:
+            tensor = pb_utils.get_output_tensor_by_name(response, name)
+            # GPU outputs come back through DLPack without a host round trip in the BLS call itself.
+            out[name] = tensor.as_numpy() if tensor.is_cpu() else np.from_dlpack(tensor.to_dlpack())
+        return out
+
+    def execute(self, requests: list) -> None:
+        for request in requests:
+            try:
+                seq = self._sequence(request)
+            except BadRequest as exc:
+                request.get_response_sender().send(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)),
+                    flags=FINAL,
+                )
+                continue
+            self.engine.submit(seq)
+        return None
+
+    def _sequence(self, request) -> Sequence:
+        p = self.params
+        raw = _scalar(request, "text_input", b"")
+        try:
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+        except UnicodeDecodeError:
+            raise BadRequest("text_input: is not valid UTF-8") from None
+        if not text.strip():
+            raise BadRequest("text_input: is empty")
+        max_tokens = int(_scalar(request, "max_tokens", DEFAULT_MAX_TOKENS))
+        if not 1 <= max_tokens < p.n_positions:
+            raise BadRequest(f"max_tokens: must be between 1 and {p.n_positions - 1}, got {max_tokens}")
+        temperature = float(_scalar(request, "temperature", 0.0))
+        if not temperature >= 0.0:
+            raise BadRequest(f"temperature: must be >= 0 (0 = greedy), got {temperature}")
+        top_k = int(_scalar(request, "top_k", 0))
+        if top_k < 0:
+            raise BadRequest(f"top_k: must be >= 0 (0 = off), got {top_k}")
+        top_p = float(_scalar(request, "top_p", 1.0))
+        if not 0.0 < top_p <= 1.0:
+            raise BadRequest(f"top_p: must be in (0, 1], got {top_p}")
+        seed = _scalar(request, "seed", None)
+        stops = self._stops(request)
+        prompt = self.tokenizer.encode(text).ids
+        if len(prompt) + max_tokens > p.n_positions:
+            raise BadRequest(
+                f"text_input: the prompt is {len(prompt)} tokens; with max_tokens {max_tokens} it exceeds "
+                f"the context of {p.n_positions} tokens"
+            )
+        rng = np.random.default_rng(int(seed) if seed is not None else int.from_bytes(os.urandom(8), "little"))
+        return Sequence(
+            prompt, max_tokens, SamplingParams(temperature, top_k, top_p), rng,
+            IncrementalDecoder(self.tokenizer), StopText(stops), TritonSink(request, self.streaming, len(prompt)),
+        )  # fmt: skip
+
+    @staticmethod
+    def _stops(request) -> list[str]:
+        tensor = pb_utils.get_input_tensor_by_name(request, "stop")
+        if tensor is None:
+            return []
+        values = tensor.as_numpy().reshape(-1)
+        if values.size > MAX_STOP_STRINGS:
+            raise BadRequest(f"stop: at most {MAX_STOP_STRINGS} stop strings, got {values.size}")
+        try:
+            stops = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+        except UnicodeDecodeError:
+            raise BadRequest("stop: is not valid UTF-8") from None
+        if any(len(s) > MAX_STOP_CHARS for s in stops):
+            raise BadRequest(f"stop: each stop string must be at most {MAX_STOP_CHARS} characters")
+        return stops
+
+    def finalize(self) -> None:
+        self.engine.close()
+        self.session = None

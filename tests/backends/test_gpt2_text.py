@@ -1,0 +1,93 @@
+"""gpt2_generate's pure pieces: streaming detokenization, stop strings and sampling."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from tests.backends.pb_utils_stub import BACKENDS
+
+sys.path.insert(0, str(BACKENDS / "gpt2_generate"))
+from detok import IncrementalDecoder, StopText
+from engine import Batch, Shape, left_pad
+from sampling import SamplingParams, choose
+
+TEXTS = ["plain ascii text", "oil 🛢️ level 🙂 ok", "油位正常，请检查。", "mixed 油 and 🛢️ 😀😀"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    """A small byte-level BPE, so emoji and CJK characters span several tokens."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tok.train_from_iterator(["the oil level is fine and the machine runs"] * 50, trainer)
+    return tok
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_incremental_decoder_never_splits_characters_when_streaming_multibyte_text(tokenizer, text) -> None:
+    ids = tokenizer.encode(text).ids
+    assert len(ids) > len(text.split())  # multi-byte characters really span several tokens
+    decoder = IncrementalDecoder(tokenizer)
+    pieces = [decoder.push(i) for i in ids]
+    assert "".join(pieces) == text
+    assert all("\ufffd" not in p for p in pieces)
+
+
+def test_stop_text_cuts_at_stop_and_holds_back_partial_matches_when_streaming() -> None:
+    stop = StopText(["END", "\n\n"])
+    assert stop.feed("hello E") == ("hello ", False)  # "E" might start "END": held back
+    assert stop.feed("N") == ("", False)
+    assert stop.feed("D and more") == ("", True)
+    assert stop.text[: stop.sent] == "hello "
+
+
+def test_stop_text_releases_held_text_when_match_fails_or_generation_ends() -> None:
+    stop = StopText(["END"])
+    assert stop.feed("a E") == ("a ", False)
+    assert stop.feed("X") == ("EX", False)
+    assert stop.feed("EN") == ("", False)
+    assert stop.flush() == "EN"
+
+
+def test_sampling_is_repeatable_when_seed_is_fixed() -> None:
+    logits = np.random.default_rng(1).normal(size=500).astype(np.float32)
+    params = SamplingParams(temperature=0.9, top_k=50, top_p=0.9)
+    draw = lambda seed: [choose(logits, params, np.random.default_rng(seed)) for _ in range(1)]  # noqa: E731
+    runs = [
+        [choose(logits, params, rng) for _ in range(20)] for rng in (np.random.default_rng(7), np.random.default_rng(7))
+    ]
+    assert runs[0] == runs[1]
+    assert len({tuple(draw(s)) for s in range(20)}) > 1  # different seeds differ
+
+
+def test_sampling_equals_greedy_when_top_k_is_one() -> None:
+    logits = np.random.default_rng(2).normal(size=500).astype(np.float32)
+    rng = np.random.default_rng(0)
+    assert choose(logits, SamplingParams(temperature=1.5, top_k=1), rng) == int(np.argmax(logits))
+
+
+def test_sampling_stays_in_nucleus_when_top_p_is_small() -> None:
+    logits = np.array([5.0, 4.9, 0.0, -1.0, -2.0], np.float32)
+    rng = np.random.default_rng(0)
+    picks = {choose(logits, SamplingParams(temperature=1.0, top_p=0.5), rng) for _ in range(100)}
+    assert picks <= {0, 1}
+
+
+def test_batch_left_pads_caches_when_sequences_of_different_lengths_join() -> None:
+    shape = Shape(n_layer=1, n_head=2, head_dim=3, eos_token_id=0)
+    batch = Batch(shape)
+    cache = lambda n, length, v: [np.full((n, 2, length, 3), v, np.float32) for _ in range(2)]  # noqa: E731
+    batch.join(["a"], cache(1, 4, 1.0), np.ones((1, 4), np.int64))
+    batch.join(["b", "c"], cache(2, 2, 2.0), np.ones((2, 2), np.int64))
+    assert batch.mask.tolist() == [[1, 1, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1]]
+    assert batch.past[0].shape == (3, 2, 4, 3) and batch.past[0][1, 0, :, 0].tolist() == [0, 0, 2, 2]
+    batch.drop([1, 2])  # the long sequence leaves: its padding columns go too
+    assert batch.mask.tolist() == [[1, 1], [1, 1]] and batch.past[1].shape == (2, 2, 2, 3)
+    assert left_pad(np.ones(2), 4, 0).tolist() == [0, 0, 1, 1]

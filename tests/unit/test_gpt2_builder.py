@@ -1,0 +1,228 @@
+"""GPT-2 builder unit tests: stand-in tokenizer, decoder export parity, greedy loop and generated configs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from google.protobuf import text_format
+from tokenizers import Tokenizer
+
+from builders import gpt2
+from builders.contract import EOS_TOKEN
+from builders.errors import BuildError
+from builders.nets import gpt2 as nets
+from builders.triton_config import ModelConfig, OnnxModel, Target, model_config, read_config
+
+TINY = nets.STAND_INS["tiny"]
+
+
+@dataclass(frozen=True)
+class Exported:
+    """The tiny stand-in, loaded once, and its fp32 decoder export."""
+
+    model: nets.GPT2LMHeadModel
+    tokenizer: Tokenizer
+    dims: nets.Gpt2Dims
+    onnx_path: Path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    model, tokenizer, dims = gpt2.load(gpt2.Gpt2Config())
+    path = tmp_path_factory.mktemp("gpt2_decoder") / "model.onnx"
+    gpt2.export_decoder(model, dims, path)
+    return Exported(model, tokenizer, dims, path)
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("model_repository")
+    gpt2.build(gpt2.Gpt2Config(), repo)
+    return repo
+
+
+def test_tokenizer_training_is_deterministic_when_run_twice(tiny: Exported) -> None:
+    again = nets.train_tokenizer(TINY.vocab_size, TINY.corpus_chars)
+    assert again.to_str() == tiny.tokenizer.to_str()
+    assert tiny.tokenizer.get_vocab_size() == TINY.vocab_size
+    assert tiny.tokenizer.token_to_id(EOS_TOKEN) == TINY.vocab_size - 1 == tiny.dims.eos_token_id
+
+
+@pytest.mark.parametrize("text", ["emoji 🦊🎉 and CJK 世界你好", "naïve café — “quotes”\n\ttabs", "a<|endoftext|>b"])
+def test_tokenizer_round_trips_text_when_it_has_multibyte_characters(tiny: Exported, text: str) -> None:
+    ids = tiny.tokenizer.encode(text).ids
+    assert tiny.tokenizer.decode(ids, skip_special_tokens=False) == text
+    assert max(ids) < tiny.dims.vocab_size
+
+
+def test_stand_in_model_vocab_matches_tokenizer_when_built_offline(tiny: Exported) -> None:
+    assert tiny.model.config.vocab_size == tiny.tokenizer.get_vocab_size() == tiny.dims.vocab_size
+    assert (tiny.dims.n_layer, tiny.dims.n_head, tiny.dims.head_dim) == (2, 4, 32)
+
+
+def test_decoder_onnx_matches_torch_when_past_is_empty_or_not(tiny: Exported) -> None:
+    worst = gpt2.check_logits(tiny.model, tiny.dims, tiny.onnx_path)
+    assert worst < 1e-4
+
+
+def test_decoder_onnx_has_contract_names_and_dynamic_axes_when_exported(tiny: Exported) -> None:
+    sess = nets.session(tiny.onnx_path)
+    inputs = {i.name: i.shape for i in sess.get_inputs()}
+    outputs = {o.name: o.shape for o in sess.get_outputs()}
+    assert list(inputs) == ["input_ids", "attention_mask", "position_ids", *tiny.dims.past_names]
+    assert list(outputs) == ["logits", *tiny.dims.present_names]
+    assert inputs["past_key_values.0.key"] == ["batch", 4, "past_sequence", 32]
+    assert outputs["logits"] == ["batch", "sequence", tiny.dims.vocab_size]
+    assert outputs["present.1.value"] == ["batch", 4, "past_sequence + sequence", 32]
+
+
+def test_onnx_greedy_loop_equals_generate_when_prompts_are_left_padded(tiny: Exported) -> None:
+    tokens = gpt2.check_greedy(tiny.model, tiny.tokenizer, tiny.dims, tiny.onnx_path)
+    assert tokens.shape == (len(gpt2.CHECK_PROMPTS), gpt2.CHECK_NEW_TOKENS)
+    assert len(set(tokens[0].tolist())) > 2  # initializer_range 0.1: greedy does not collapse onto one token
+
+
+def test_onnx_greedy_loop_pads_with_eos_like_generate_when_a_row_finishes_early(tiny: Exported) -> None:
+    prompts = gpt2.check_prompts(tiny.tokenizer)
+    free = nets.greedy_onnx(nets.session(tiny.onnx_path), tiny.dims, prompts, 8)
+    # Declare row 0's 4th greedy token the EOS: row 0 must stop there and be padded while row 1 runs on.
+    dims = replace(tiny.dims, eos_token_id=int(free[0, 3]))
+    assert dims.eos_token_id not in free[1].tolist()
+    got = nets.greedy_onnx(nets.session(tiny.onnx_path), dims, prompts, 8)
+    expected = nets.greedy_torch(tiny.model, dims, prompts, 8)
+    assert np.array_equal(got, expected)
+    assert got[0].tolist() == [*free[0, :4].tolist(), *[dims.eos_token_id] * 4]
+    assert np.array_equal(got[1], free[1])
+
+
+def test_left_pad_and_positions_count_real_tokens_when_rows_differ_in_length() -> None:
+    ids, mask = nets.left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert nets.position_ids(mask, 3).tolist() == [[0, 1, 2], [0, 0, 0]]
+    grown = np.concatenate([mask, np.ones((2, 1), np.int64)], axis=1)
+    assert nets.position_ids(grown, 1).tolist() == [[3], [1]]
+
+
+def test_build_writes_every_model_and_tokenizer_when_target_is_cpu(tiny_repo: Path) -> None:
+    assert sorted(p.name for p in tiny_repo.iterdir()) == sorted(gpt2.MODELS)
+    assert (tiny_repo / "gpt2_decoder" / "1" / "model.onnx").is_file()
+    for name in gpt2.MODELS[1:]:
+        assert Tokenizer.from_file(str(tiny_repo / name / "1" / gpt2.TOKENIZER_FILE)).get_vocab_size() == 4096
+        assert (tiny_repo / name / "1" / "model.py").is_file()
+
+
+def test_configs_parse_back_with_kv_dims_and_parameters_when_built(tiny_repo: Path) -> None:
+    configs = {n: read_config(tiny_repo / n / "config.pbtxt") for n in gpt2.MODELS}
+    decoder = configs["gpt2_decoder"]
+    dims = {t.name: list(t.dims) for t in [*decoder.input, *decoder.output]}
+    assert dims["past_key_values.1.value"] == [4, -1, 32] and dims["present.0.key"] == [4, -1, 32]
+    assert dims["logits"] == [-1, 4096] and dims["input_ids"] == [-1] and dims["attention_mask"] == [-1]
+    assert decoder.backend == "python" and decoder.parameters["concat_batch"].string_value == "false"
+    for name in ("gpt2", "gpt2_stream"):
+        params = {k: v.string_value for k, v in configs[name].parameters.items()}
+        assert params == {
+            "decoder_model": "gpt2_decoder",
+            "decoder_mode": "in_process",
+            "n_layer": "2",
+            "n_head": "4",
+            "head_dim": "32",
+            "n_positions": "256",
+            "vocab_size": "4096",
+            "eos_token_id": "4095",
+            "max_slots": "8",
+            "intra_op_threads": "2",
+        }
+        optional = {t.name for t in configs[name].input if t.optional}
+        assert optional == {"max_tokens", "temperature", "top_k", "top_p", "seed", "stop"}
+    assert configs["gpt2_stream"].model_transaction_policy.decoupled
+    assert not configs["gpt2"].model_transaction_policy.decoupled
+
+
+def test_specs_serve_decoder_on_gpu_with_bls_when_target_is_gpu() -> None:
+    cfg = gpt2.Gpt2Config(device="gpu")
+    target = Target("gpu")
+    for spec in gpt2.specs(cfg):
+        parsed = text_format.Parse(text_format.MessageToString(model_config(spec, target)), ModelConfig())
+        if isinstance(spec, OnnxModel):
+            assert parsed.platform == "onnxruntime_onnx" and not parsed.backend
+            assert [g.kind for g in parsed.instance_group] == [parsed.instance_group[0].KIND_GPU]
+        else:
+            assert [g.kind for g in parsed.instance_group] == [parsed.instance_group[0].KIND_CPU]
+        if spec.name in ("gpt2", "gpt2_stream"):
+            assert parsed.parameters["decoder_mode"].string_value == "bls"
+
+
+def test_build_refuses_max_slots_when_gpu_decoder_batch_is_smaller(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="max-slots"):
+        gpt2.build(gpt2.Gpt2Config(device="gpu", max_slots=16), tmp_path)
+
+
+def test_load_raises_build_error_when_hub_model_is_not_cached() -> None:
+    with pytest.raises(BuildError, match="HF_HUB_OFFLINE"):
+        gpt2.load(gpt2.Gpt2Config(model="tritonyard-test/no-such-gpt2"))
+
+
+def test_load_raises_build_error_when_model_directory_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="no such directory"):
+        gpt2.load(gpt2.Gpt2Config(model=str(tmp_path / "absent")))
+
+
+@pytest.mark.parametrize("tokenizer_files", ["tokenizer.json", "vocab+merges"])
+def test_load_reads_local_checkpoint_when_saved_with_save_pretrained(
+    tiny: Exported, tmp_path: Path, tokenizer_files: str
+) -> None:
+    tiny.model.save_pretrained(tmp_path)
+    if tokenizer_files == "tokenizer.json":
+        tiny.tokenizer.save(str(tmp_path / "tokenizer.json"))
+    else:
+        tiny.tokenizer.model.save(str(tmp_path))  # vocab.json + merges.txt, as the slow tokenizer ships
+    model, tokenizer, dims = gpt2.load(gpt2.Gpt2Config(model=str(tmp_path)))
+    assert dims == tiny.dims
+    text = "def f(x):\n    return x  # 世界"
+    assert tokenizer.encode(text).ids == tiny.tokenizer.encode(text).ids
+    assert tokenizer.decode(tokenizer.encode(text).ids) == text
+    assert torch.equal(model.lm_head.weight, tiny.model.lm_head.weight)
+
+
+def test_optimize_keeps_greedy_tokens_when_fusions_are_applied(tiny: Exported, tmp_path: Path) -> None:
+    served = tmp_path / "model.onnx"
+    gpt2.optimize(gpt2.Gpt2Config(optimize=True), tiny.onnx_path, served, tiny.tokenizer, tiny.dims)
+    prompts = gpt2.check_prompts(tiny.tokenizer)
+    fused = nets.greedy_onnx(nets.session(served), tiny.dims, prompts, gpt2.CHECK_NEW_TOKENS)
+    reference = nets.greedy_onnx(nets.session(tiny.onnx_path), tiny.dims, prompts, gpt2.CHECK_NEW_TOKENS)
+    assert np.array_equal(fused, reference)
+    assert any(n.domain == "com.microsoft" for n in onnx.load(str(served)).graph.node)
+
+
+def test_build_leaves_repository_untouched_when_a_check_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: object) -> float:
+        raise BuildError("gpt2_decoder: forced failure")
+
+    monkeypatch.setattr(gpt2, "check_logits", broken)
+    with pytest.raises(BuildError, match="forced failure"):
+        gpt2.build(gpt2.Gpt2Config(), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_catalog_lists_gpt2_models_when_asked_for_every_model() -> None:
+    from builders import catalog
+
+    names = catalog.model_names("cpu")
+    assert names[-5:] == list(gpt2.MODELS) and "ensemble" in names
+
+
+def test_optimize_quantizes_and_checks_agreement_when_int8_is_asked(
+    tiny: Exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = tmp_path / "model.onnx"
+    gpt2.optimize(gpt2.Gpt2Config(int8=True), tiny.onnx_path, served, tiny.tokenizer, tiny.dims)
+    assert served.stat().st_size < tiny.onnx_path.stat().st_size / 2
+    assert any(n.op_type == "MatMulInteger" for n in onnx.load(str(served)).graph.node)
+    monkeypatch.setattr(gpt2, "MIN_INT8_AGREEMENT", 1.01)  # no model can reach it: the failure path
+    with pytest.raises(BuildError, match="build without --int8"):
+        gpt2.optimize(gpt2.Gpt2Config(int8=True), tiny.onnx_path, served, tiny.tokenizer, tiny.dims)
