@@ -20,10 +20,10 @@ export MODEL_REPOSITORY HTTP_PORT GRPC_PORT METRICS_PORT DEVICE
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup build serve demo test lint clean
+.PHONY: help setup build serve demo test lint clean bench-gpt2
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 	@echo "  variables: DEVICE=cpu|gpu MODEL_REPOSITORY HTTP_PORT GRPC_PORT METRICS_PORT BUILD_ARGS"
 
 setup: $(STAMP) ## create .venv and install everything (apt libpython3.11 too, where missing)
@@ -44,9 +44,13 @@ build: setup ## build the repository from scratch (DEVICE=cpu|gpu, BUILD_ARGS="-
 serve: setup ## run tritonserver in the foreground on HTTP_PORT/GRPC_PORT/METRICS_PORT until Ctrl-C
 	$(PY) -m serving --model-repository $(MODEL_REPOSITORY)
 
-demo: build ## build, start Triton, run the CLO client on a synthetic 4K frame, stop
-	$(PY) -m serving --model-repository $(MODEL_REPOSITORY) --quiet -- \
-		$(PY) -m clients.clo --synthetic --save demo_clo.png
+demo: build ## build, start Triton, run the CLO client on a synthetic 4K frame and GPT-2 (streamed), stop
+	$(PY) -m serving --model-repository $(MODEL_REPOSITORY) --quiet -- sh -c '\
+		$(PY) -m clients.clo --synthetic --save demo_clo.png && \
+		$(PY) -m clients.gpt2 "The oil level in the" --max-tokens 24 --stream'
+
+bench-gpt2: setup ## GPT-2 figures: baseline loop vs 1/4/8 server-side streams (124M-shaped stand-in)
+	$(PY) -m loadtests.bench_gpt2
 
 lint: setup ## ruff over the whole project
 	$(VENV)/bin/ruff check .
@@ -58,5 +62,5 @@ test: setup lint ## lint, then all tests (unit, model.py, integration against a 
 
 clean: ## remove the generated repository, demo output and caches (keeps .venv)
 	find $(MODEL_REPOSITORY) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
-	rm -rf demo_clo.png .pytest_cache .ruff_cache
+	rm -rf demo_clo.png build .pytest_cache .ruff_cache
 	find . -name __pycache__ -not -path "./$(VENV)/*" -exec rm -rf {} +
