@@ -141,16 +141,13 @@ class TritonPythonModel:
             model_name=self.params.decoder_model,
             inputs=[pb_utils.Tensor(n, a) for n, a in feeds.items()],
             requested_output_names=names,
+            # The engine re-batches caches with numpy, so outputs come back in host memory.
+            preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0),
         )
         response = request.exec()
         if response.has_error():
             raise RuntimeError(response.error().message())
-        out = {}
-        for name in names:
-            tensor = pb_utils.get_output_tensor_by_name(response, name)
-            # GPU outputs come back through DLPack without a host round trip in the BLS call itself.
-            out[name] = tensor.as_numpy() if tensor.is_cpu() else np.from_dlpack(tensor.to_dlpack())
-        return out
+        return {n: pb_utils.get_output_tensor_by_name(response, n).as_numpy() for n in names}
 
     def execute(self, requests: list) -> None:
         for request in requests:
