@@ -11,6 +11,7 @@ HTTP_PORT       ?= 8000
 GRPC_PORT       ?= 8001
 METRICS_PORT    ?= 8002
 BUILD_ARGS      ?=
+KSERVE_OVERLAY  ?= gpu
 SUDO            := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Model hubs are unreachable here: never let a library try them.
 export HF_HUB_OFFLINE := 1
@@ -20,11 +21,11 @@ export MODEL_REPOSITORY HTTP_PORT GRPC_PORT METRICS_PORT DEVICE
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup build serve demo test lint clean bench-gpt2
+.PHONY: help setup build serve demo test lint clean bench-gpt2 kserve-validate kserve-upload
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
-	@echo "  variables: DEVICE=cpu|gpu MODEL_REPOSITORY HTTP_PORT GRPC_PORT METRICS_PORT BUILD_ARGS"
+	@echo "  variables: DEVICE=cpu|gpu MODEL_REPOSITORY HTTP_PORT GRPC_PORT METRICS_PORT BUILD_ARGS KSERVE_OVERLAY"
 
 setup: $(STAMP) ## create .venv and install everything (apt libpython3.11 too, where missing)
 
@@ -55,7 +56,13 @@ bench-gpt2: setup ## GPT-2 figures: baseline loop vs 1/4/8 server-side streams (
 lint: setup ## ruff over the whole project
 	$(VENV)/bin/ruff check .
 
-test: setup lint ## lint, then all tests (unit, model.py, integration against a real tritonserver)
+kserve-validate: setup ## check kserve/ offline: KServe CRD schemas (or the fallback), strict core kinds, project rules
+	$(PY) kserve/validate.py
+
+kserve-upload: setup ## kubectl cp $(MODEL_REPOSITORY) onto the KServe PVC (KSERVE_OVERLAY=gpu|cpu, built with that DEVICE)
+	$(PY) kserve/upload.py --overlay $(KSERVE_OVERLAY) --repository $(MODEL_REPOSITORY)
+
+test: setup lint kserve-validate ## lint, then all tests (unit, model.py, integration against a real tritonserver)
 	@$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): nothing to run is not a failure"; exit 0; fi; \
 	exit $$rc

@@ -51,13 +51,14 @@ def to_source_boxes(detections: np.ndarray, width: int, height: int) -> np.ndarr
 class CloClient:
     """Calls `ensemble` (FP32 frame, optionally through system shared memory) or `ensemble_jpeg`."""
 
-    def __init__(self, url: str, protocol: str = "http", shm: bool = False) -> None:
+    def __init__(self, url: str, protocol: str = "http", shm: bool = False, headers: dict | None = None) -> None:
         if protocol == "http":
             import tritonclient.http as api
         else:
             import tritonclient.grpc as api
         self.api, self.protocol = api, protocol
         self.client = api.InferenceServerClient(url)
+        self.headers = headers or None  # e.g. the ingress Host header in front of KServe
         self.shm_name: str | None = None
         if shm:
             self._register_shm()
@@ -86,7 +87,7 @@ class CloClient:
 
     def _infer(self, model: str, inp, size: tuple[int, int]) -> Result:
         start = time.perf_counter()
-        res = self.client.infer(model, [inp], outputs=self._outputs())
+        res = self.client.infer(model, [inp], outputs=self._outputs(), headers=self.headers)
         latency = time.perf_counter() - start
         det = res.as_numpy(DETECTIONS.name)[0]
         oil = float(res.as_numpy(OIL_PCT.name)[0, 0])
@@ -154,7 +155,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--repeat", type=int, default=1, help="send the frame N times and report latency statistics")
     p.add_argument("--save", type=Path, help="write a PNG with the boxes drawn and the 384x384 crop beside them")
+    p.add_argument("--header", action="append", default=[], help='extra request header "Name: value" (repeatable)')
     return p
+
+
+def parse_headers(values: list[str]) -> dict[str, str]:
+    """'Name: value' strings to a dict; raises ValueError naming the bad one."""
+    headers = {}
+    for value in values:
+        name, sep, rest = value.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"--header {value!r}: expected 'Name: value'")
+        headers[name.strip()] = rest.strip()
+    return headers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.repeat < 1:
         sys.stderr.write("error: --repeat must be at least 1\n")
+        return 2
+    try:
+        headers = parse_headers(args.header)
+    except ValueError as exc:
+        sys.stderr.write(f"error: {exc}\n")
         return 2
     default_url = (
         os.environ.get("TRITON_HTTP_URL", "localhost:8000")
@@ -187,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tritonclient.utils import InferenceServerException
 
-    client = CloClient(args.url or default_url, args.protocol, shm=args.shm)
+    client = CloClient(args.url or default_url, args.protocol, shm=args.shm, headers=headers)
     try:
         frame = frames.to_frame(image) if args.entry == "ensemble" else None
         results = [

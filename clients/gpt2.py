@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clients.clo import parse_headers
+
 DEFAULT_TOKENIZER = (
     Path(__file__).resolve().parent.parent / "model_repository" / "gpt2_tokenizer" / "1" / "tokenizer.json"
 )
@@ -71,7 +73,7 @@ def _first(result, name: str):
     return value.decode() if isinstance(value, bytes) else int(value)
 
 
-def generate(url: str, prompt: str, protocol: str = "http", **options) -> Generation:
+def generate(url: str, prompt: str, protocol: str = "http", headers: dict | None = None, **options) -> Generation:
     """Call `gpt2` (not decoupled) and wait for the whole text."""
     if protocol == "http":
         import tritonclient.http as api
@@ -80,7 +82,7 @@ def generate(url: str, prompt: str, protocol: str = "http", **options) -> Genera
     client = api.InferenceServerClient(url)
     try:
         start = time.perf_counter()
-        result = client.infer("gpt2", _inputs(api, prompt, options))
+        result = client.infer("gpt2", _inputs(api, prompt, options), headers=headers)
         total = time.perf_counter() - start
     finally:
         client.close()
@@ -88,14 +90,14 @@ def generate(url: str, prompt: str, protocol: str = "http", **options) -> Genera
                       _first(result, "prompt_tokens"), _first(result, "completion_tokens"), total)  # fmt: skip
 
 
-def stream(url: str, prompt: str, on_piece=None, **options) -> Generation:
+def stream(url: str, prompt: str, on_piece=None, headers: dict | None = None, **options) -> Generation:
     """Call `gpt2_stream` over gRPC streaming; `on_piece(text)` sees each piece as it arrives."""
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
     events: queue.Queue = queue.Queue()
     client = grpcclient.InferenceServerClient(url)
-    client.start_stream(callback=lambda result=None, error=None: events.put((result, error)))
+    client.start_stream(callback=lambda result=None, error=None: events.put((result, error)), headers=headers)
     parts, times = [], []
     try:
         start = time.perf_counter()
@@ -177,6 +179,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", action="store_true", help="client-side greedy loop against gpt2_decoder, no cache")
     p.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER, help="tokenizer.json for --baseline")
     p.add_argument("--url", help="server address (default $TRITON_HTTP_URL / $TRITON_GRPC_URL or localhost:8000/8001)")
+    p.add_argument("--header", action="append", default=[], help='extra request header "Name: value" (repeatable)')
     return p
 
 
@@ -190,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
                "top_p": args.top_p, "seed": args.seed, "stop": args.stop}  # fmt: skip
     out = sys.stdout
     try:
+        headers = parse_headers(args.header)
+    except ValueError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    try:
         if args.baseline:
             if not args.tokenizer.is_file():
                 sys.stderr.write(f"error: {args.tokenizer} not found: run `make build` or pass --tokenizer\n")
@@ -198,11 +206,11 @@ def main(argv: list[str] | None = None) -> int:
             out.write(f"{args.prompt}{gen.text}\n")
         elif args.stream:
             out.write(args.prompt)
-            gen = stream(grpc_url, args.prompt, on_piece=lambda t: (out.write(t), out.flush()), **options)
+            gen = stream(grpc_url, args.prompt, lambda t: (out.write(t), out.flush()), headers, **options)
             out.write("\n")
         else:
             url = http_url if args.protocol == "http" else grpc_url
-            gen = generate(url, args.prompt, args.protocol, **options)
+            gen = generate(url, args.prompt, args.protocol, headers, **options)
             out.write(f"{args.prompt}{gen.text}\n")
     except InferenceServerException as exc:
         sys.stderr.write(f"error: {exc}\n")
