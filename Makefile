@@ -62,7 +62,7 @@ kserve-validate: setup ## check kserve/ offline: KServe CRD schemas (or the fall
 kserve-upload: setup ## kubectl cp $(MODEL_REPOSITORY) onto the KServe PVC (KSERVE_OVERLAY=gpu|cpu, built with that DEVICE)
 	$(PY) kserve/upload.py --overlay $(KSERVE_OVERLAY) --repository $(MODEL_REPOSITORY)
 
-test: setup lint kserve-validate ## lint, then all tests (unit, model.py, integration against a real tritonserver)
+test: setup lint kserve-validate ## lint, KServe manifest checks, then all tests (unit, model.py, real-tritonserver integration)
 	@$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): nothing to run is not a failure"; exit 0; fi; \
 	exit $$rc
