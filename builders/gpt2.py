@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -242,25 +241,9 @@ def export_decoder(model: nets.GPT2LMHeadModel, dims: Gpt2Dims, path: Path, seed
         **{n: {0: "batch", 2: "past_sequence"} for n in dims.past_names},
         **{n: {0: "batch", 2: total} for n in dims.present_names},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
     # A non-zero past: with past 0 the tracer could fold the cache concatenation away.
     example = _example(dims, batch=2, seq=3, past=4, seed=seed)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings about python values in shapes are expected
-            torch.onnx.export(
-                nets.KvDecoder(model).eval(),
-                example,
-                str(path),
-                dynamo=False,
-                opset_version=onnx_export.OPSET,
-                input_names=in_names,
-                output_names=out_names,
-                dynamic_axes=axes,
-            )
-    except Exception as exc:
-        raise BuildError(f"{DECODER}: ONNX export failed: {exc}") from exc
-    onnx_export.finalize_model(onnx.load(str(path)), path)
+    onnx_export.export(nets.KvDecoder(model), example, path, in_names, out_names, dynamic_axes=axes)
 
 
 def check_logits(model: nets.GPT2LMHeadModel, dims: Gpt2Dims, path: Path, seed: int = 0) -> float:

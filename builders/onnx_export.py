@@ -33,13 +33,14 @@ def export(
     path: Path,
     input_names: Sequence[str],
     output_names: Sequence[str],
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
 ) -> onnx.ModelProto:
-    """Export `module` (eval mode) with a dynamic batch dimension on every input and output."""
+    """Export `module` (eval mode); by default only the batch dimension of every input and output is dynamic."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    axes = {n: {0: "batch"} for n in [*input_names, *output_names]}
+    axes = dynamic_axes or {n: {0: "batch"} for n in [*input_names, *output_names]}
     try:
         with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings about constant shapes are expected
+            warnings.simplefilter("ignore")  # tracer warnings about constant or python-valued shapes are expected
             torch.onnx.export(
                 module.eval(),
                 tuple(example),

@@ -25,7 +25,13 @@ from builders.triton_config import Device, Ensemble, EnsembleStep, ModelSpec, On
 log = logging.getLogger("tritonyard.build")
 
 # Max abs diff allowed between an export and its torch source, in each output's own units.
-TOLERANCE = {"preprocessing": 1e-5, "yolov8": 1e-2, "postprocessing": 1e-4, "efficientnet_v2": 1e-2}
+TOLERANCE = {
+    "preprocessing": 1e-5,
+    "yolov8 raw head": 1e-2,
+    "yolov8": 1e-2,
+    "postprocessing": 1e-4,
+    "efficientnet_v2": 1e-2,
+}
 
 
 @dataclass(frozen=True)
@@ -83,33 +89,39 @@ def _sample_frames(seed: int, batch: int = 2) -> torch.Tensor:
 
 
 def _checked_export(
-    name: str,
+    label: str,
     module: torch.nn.Module,
     inputs: tuple[torch.Tensor, ...],
-    repo: Path,
+    path: Path,
     in_names: list[str],
     out_names: list[str],
-) -> onnx.ModelProto:
-    """Export to `<name>/1/model.onnx` and compare with torch on `inputs`."""
-    path = repository.version_dir(repo, name) / "model.onnx"
+) -> tuple[onnx.ModelProto, list[np.ndarray]]:
+    """Export to `path`, compare with torch on `inputs`; returns the model and its ONNX outputs."""
     model = onnx_export.export(module, inputs, path, in_names, out_names)
     with torch.no_grad():
         expected = module(*inputs)
     expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
-    actual = onnx_export.run(path, {n: t.numpy() for n, t in zip(in_names, inputs)})
-    diff = onnx_export.check(name, actual, expected, TOLERANCE[name])
-    log.info("  %s: max abs diff vs torch %.2e (tolerance %g)", name, diff, TOLERANCE[name])
-    return model
+    actual = onnx_export.run(model, {n: t.numpy() for n, t in zip(in_names, inputs)})
+    tolerance = TOLERANCE[label]
+    diff = onnx_export.check(label, actual, expected, tolerance)
+    log.info("  %s: max abs diff vs torch %.2e (tolerance %g)", label, diff, tolerance)
+    return model, actual
+
+
+def _model_path(repo: Path, name: str) -> Path:
+    return repository.version_dir(repo, name) / "model.onnx"
 
 
 def _export_preprocessing(repo: Path, frames: torch.Tensor) -> np.ndarray:
-    _checked_export("preprocessing", LetterboxFrame(), (frames,), repo, [FRAME.name], [LETTERBOXED.name])
-    with torch.no_grad():
-        return LetterboxFrame()(frames).numpy()
+    path = _model_path(repo, "preprocessing")
+    _, [letterboxed] = _checked_export(
+        "preprocessing", LetterboxFrame(), (frames,), path, [FRAME.name], [LETTERBOXED.name]
+    )
+    return letterboxed
 
 
 def _export_yolo(cfg: VisionConfig, repo: Path, letterboxed: np.ndarray) -> None:
-    path = repository.version_dir(repo, "yolov8") / "model.onnx"
+    path = _model_path(repo, "yolov8")
     weights = cfg.yolo_weights
     if weights is not None and weights.suffix == ".onnx":
         if not weights.is_file():
@@ -132,14 +144,15 @@ def _export_yolo(cfg: VisionConfig, repo: Path, letterboxed: np.ndarray) -> None
     if weights is None:
         progress.warn_random_weights("yolov8", source)
     log.info("  yolov8: %s", source)
+    # The raw head is checked against torch first, then the NMS graph against the NumPy reference.
     raw_path = path.with_name("raw.onnx")
-    x = torch.from_numpy(letterboxed)
-    backbone = _checked_export_raw(module, x, raw_path)
+    backbone, [raw] = _checked_export(
+        "yolov8 raw head", module, (torch.from_numpy(letterboxed),), raw_path, ["images"], ["raw"]
+    )
+    raw_path.unlink()
     merged = yolo.attach_nms(backbone, num_classes, input_name=LETTERBOXED.name, output_name=DETECTIONS.name)
     onnx_export.finalize_model(merged, path)
-    raw_path.unlink()
-    raw = onnx_export.run(backbone, {"images": letterboxed})[0]
-    got = onnx_export.run(path, {LETTERBOXED.name: letterboxed})[0]
+    got = onnx_export.run(merged, {LETTERBOXED.name: letterboxed})[0]
     diff = onnx_export.check("yolov8 NMS", [got], [yolo.reference_nms(raw)], TOLERANCE["yolov8"])
     log.info(
         "  yolov8: NMS graph vs numpy reference %.2e; %d boxes found in the check frames",
@@ -148,21 +161,14 @@ def _export_yolo(cfg: VisionConfig, repo: Path, letterboxed: np.ndarray) -> None
     )
 
 
-def _checked_export_raw(module: torch.nn.Module, x: torch.Tensor, path: Path) -> onnx.ModelProto:
-    """Export YOLO's raw head and compare it with torch before NMS is attached."""
-    model = onnx_export.export(module, (x,), path, ["images"], ["raw"])
-    with torch.no_grad():
-        expected = module(x).numpy()
-    diff = onnx_export.check("yolov8", onnx_export.run(path, {"images": x.numpy()}), [expected], TOLERANCE["yolov8"])
-    log.info("  yolov8: raw head max abs diff vs torch %.2e (tolerance %g)", diff, TOLERANCE["yolov8"])
-    return model
-
-
 def _export_postprocessing(repo: Path, frames: torch.Tensor) -> None:
     # Row 0 of image 0 is a real box (in letterbox pixels); image 1 has none, exercising the fallback crop.
     det = torch.zeros(frames.shape[0], *DETECTIONS.dims)
     det[0, 0] = torch.tensor([100.0, 200.0, 300.0, 400.0, 0.9, 0.0])
-    _checked_export("postprocessing", CropBestBox(), (frames, det), repo, [FRAME.name, DETECTIONS.name], [CROP.name])
+    names = [FRAME.name, DETECTIONS.name]
+    _checked_export(
+        "postprocessing", CropBestBox(), (frames, det), _model_path(repo, "postprocessing"), names, [CROP.name]
+    )
 
 
 def _export_effnet(cfg: VisionConfig, repo: Path) -> None:
@@ -171,7 +177,8 @@ def _export_effnet(cfg: VisionConfig, repo: Path) -> None:
         progress.warn_random_weights("efficientnet_v2", source)
     log.info("  efficientnet_v2: %s", source)
     crops = torch.rand(2, *CROP.dims, generator=torch.Generator().manual_seed(cfg.seed))
-    _checked_export("efficientnet_v2", module, (crops,), repo, [CROP.name], [OIL_PCT.name])
+    path = _model_path(repo, "efficientnet_v2")
+    _checked_export("efficientnet_v2", module, (crops,), path, [CROP.name], [OIL_PCT.name])
 
 
 def build(cfg: VisionConfig, out_dir: Path) -> list[str]:
