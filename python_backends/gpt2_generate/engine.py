@@ -44,6 +44,9 @@ class Sequence:
 
 @dataclass(frozen=True)
 class Shape:
+    """Decoder geometry from the config. The tensor names repeat the builder's contract on purpose:
+    a model ships on its own and never imports the project."""
+
     n_layer: int
     n_head: int
     head_dim: int
