@@ -122,7 +122,9 @@ def stream(url: str, prompt: str, on_piece=None, headers: dict | None = None, **
         client.close()
 
 
-def baseline(url: str, prompt: str, tokenizer_path: Path, max_tokens: int = 16) -> tuple[Generation, list[int]]:
+def baseline(
+    url: str, prompt: str, tokenizer_path: Path, max_tokens: int = 16, headers: dict | None = None
+) -> tuple[Generation, list[int]]:
     """The old client-side loop: tokenize here, resend the whole sequence each step (no KV cache), argmax."""
     import tritonclient.http as httpclient
     from tokenizers import Tokenizer
@@ -130,7 +132,7 @@ def baseline(url: str, prompt: str, tokenizer_path: Path, max_tokens: int = 16) 
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     eos = tokenizer.token_to_id("<|endoftext|>")
     client = httpclient.InferenceServerClient(url)
-    config = client.get_model_config("gpt2_decoder")
+    config = client.get_model_config("gpt2_decoder", headers=headers)
     past = [t for t in config["input"] if t["name"].startswith("past_key_values.")]
     ids = tokenizer.encode(prompt).ids
     prompt_len, reason = len(ids), "length"
@@ -148,9 +150,8 @@ def baseline(url: str, prompt: str, tokenizer_path: Path, max_tokens: int = 16) 
                 inp = httpclient.InferInput(name, list(array.shape), "INT64" if array.dtype == np.int64 else "FP32")
                 inp.set_data_from_numpy(array, binary_data=True)
                 inputs.append(inp)
-            out = client.infer(
-                "gpt2_decoder", inputs, outputs=[httpclient.InferRequestedOutput("logits", binary_data=True)]
-            )
+            logits = [httpclient.InferRequestedOutput("logits", binary_data=True)]
+            out = client.infer("gpt2_decoder", inputs, outputs=logits, headers=headers)
             token = int(np.argmax(out.as_numpy("logits")[0, -1]))
             if token == eos:
                 reason = "stop"
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.tokenizer.is_file():
                 sys.stderr.write(f"error: {args.tokenizer} not found: run `make build` or pass --tokenizer\n")
                 return 2
-            gen, _ = baseline(http_url, args.prompt, args.tokenizer, args.max_tokens)
+            gen, _ = baseline(http_url, args.prompt, args.tokenizer, args.max_tokens, headers)
             out.write(f"{args.prompt}{gen.text}\n")
         elif args.stream:
             out.write(args.prompt)
