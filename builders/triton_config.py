@@ -8,6 +8,8 @@ One spec describes a model; a `Target` decides how it is served:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -23,12 +25,31 @@ ModelConfig = model_config_pb2.ModelConfig
 
 
 @dataclass(frozen=True)
+class QueueLimits:
+    """Bounds on a dynamically batched model's queue; None picks the target's default.
+
+    A full queue, or a request that waited longer than the timeout, is rejected with UNAVAILABLE
+    (HTTP 503), so overload shows up as fast, retryable errors instead of ever-growing latency.
+    """
+
+    max_queue_size: int | None = None
+    timeout_ms: int | None = None  # clients may ask for another timeout per request (allow_timeout_override)
+
+    def __post_init__(self) -> None:
+        if self.max_queue_size is not None and self.max_queue_size < 1:
+            raise BuildError(f"--max-queue-size must be >= 1, got {self.max_queue_size}")
+        if self.timeout_ms is not None and self.timeout_ms < 1:
+            raise BuildError(f"--queue-timeout-ms must be >= 1, got {self.timeout_ms}")
+
+
+@dataclass(frozen=True)
 class Target:
     """Where the repository will be served, and how hard to batch there."""
 
     device: Device = "cpu"
     tensorrt_fp16: bool = False  # gpu only: TensorRT execution accelerator at FP16
     dynamic_batching: bool = True
+    queue: QueueLimits = QueueLimits()
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "gpu"):
@@ -50,6 +71,37 @@ class Target:
         # GPU steps are short, so wait little; on CPU a step is tens of ms and 2 ms is noise.
         return 500 if self.device == "gpu" else 2000
 
+    @property
+    def max_queue_size(self) -> int:
+        if self.queue.max_queue_size is not None:
+            return self.queue.max_queue_size
+        # cpu: a vision step serves ~5-10 frames/s, so 16 queued frames is 2-3 s of work and 1.6 GB of
+        # 99.5 MB frames; gpu: steps take milliseconds, so 8 full batches of 8 still drain in well under 1 s.
+        return 64 if self.device == "gpu" else 16
+
+    @property
+    def queue_timeout_us(self) -> int:
+        if self.queue.timeout_ms is not None:
+            return self.queue.timeout_ms * 1000
+        # A request that waited this long in one step's queue is stale for a live camera: fail it
+        # retryably rather than let latency grow. cpu allows a full queue at its slowest (16 x ~250 ms).
+        return 1_000_000 if self.device == "gpu" else 5_000_000
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """Reject a request whose `output` leaves [low, high] or is not finite, blaming input `blame`.
+
+    Checking a small output is how the cpu target validates a 99.5 MB input cheaply: every frame
+    pixel feeds one letterbox average, so a NaN/Inf pixel always reaches the output.
+    """
+
+    output: str
+    low: float
+    high: float
+    blame: str
+    meaning: str  # what the client sent wrong, in words for the error message
+
 
 @dataclass(frozen=True)
 class OnnxModel:
@@ -61,6 +113,7 @@ class OnnxModel:
     cpu_threads: int = 2  # onnxruntime intra-op threads on the cpu target
     # Concatenating a batch copies every input; for 99.5 MB frames running requests one by one is cheaper.
     concat_batch: bool = True
+    output_checks: tuple[OutputCheck, ...] = ()  # cpu target only: the Python model enforces them
 
 
 @dataclass(frozen=True)
@@ -119,12 +172,22 @@ def _batching(target: Target) -> dict:
         "dynamicBatching": {
             "preferredBatchSize": target.preferred_batch_sizes,
             "maxQueueDelayMicroseconds": target.queue_delay_us,
+            "defaultQueuePolicy": {
+                "maxQueueSize": target.max_queue_size,
+                "timeoutAction": "REJECT",
+                "defaultTimeoutMicroseconds": target.queue_timeout_us,
+                "allowTimeoutOverride": True,
+            },
         }
     }
 
 
 def _params(values: dict[str, str]) -> dict:
     return {"parameters": {k: {"stringValue": str(v)} for k, v in sorted(values.items())}} if values else {}
+
+
+def _checks_json(checks: tuple[OutputCheck, ...]) -> str:
+    return json.dumps([dataclasses.asdict(c) for c in checks], sort_keys=True)
 
 
 def _onnx_dict(spec: OnnxModel, target: Target) -> dict:
@@ -147,6 +210,7 @@ def _onnx_dict(spec: OnnxModel, target: Target) -> dict:
                 {
                     "intra_op_threads": str(spec.cpu_threads),
                     "concat_batch": "true" if spec.concat_batch else "false",
+                    **({"output_checks": _checks_json(spec.output_checks)} if spec.output_checks else {}),
                 }
             ),
         }

@@ -20,7 +20,16 @@ from builders.errors import BuildError
 from builders.nets import yolo
 from builders.nets.efficientnet_v2 import build_oil_regressor
 from builders.nets.frame_ops import CropBestBox, LetterboxFrame
-from builders.triton_config import Device, Ensemble, EnsembleStep, ModelSpec, OnnxModel, PythonModel, Target
+from builders.triton_config import (
+    Device,
+    Ensemble,
+    EnsembleStep,
+    ModelSpec,
+    OnnxModel,
+    OutputCheck,
+    PythonModel,
+    Target,
+)
 
 log = logging.getLogger("tritonyard.build")
 
@@ -52,6 +61,20 @@ class VisionConfig:
         return Target(self.device, self.tensorrt_fp16, self.dynamic_batching)
 
 
+# Bad pixels are caught on small outputs instead of scanning 99.5 MB frames: each frame pixel feeds one
+# letterbox average, so NaN/Inf always shows there; the crop check covers postprocessing called alone.
+_EPS = 1e-4
+PIXELS = "pixels must be finite numbers in 0..255 (found NaN, Inf or out-of-range values)"
+CHECKS = {
+    "preprocessing": (OutputCheck(LETTERBOXED.name, -_EPS, 1 + _EPS, FRAME.name, PIXELS),),
+    "yolov8": (OutputCheck(DETECTIONS.name, -1e6, 1e6, LETTERBOXED.name, "values must be finite numbers in 0..1"),),
+    "postprocessing": (
+        OutputCheck(CROP.name, -_EPS, 1 + _EPS, FRAME.name, f"{PIXELS} in the crop, or {DETECTIONS.name} not finite"),
+    ),
+    "efficientnet_v2": (OutputCheck(OIL_PCT.name, 0.0, 100.0, CROP.name, "values must be finite numbers in 0..1"),),
+}
+
+
 def _pipeline_steps() -> tuple[EnsembleStep, ...]:
     same = lambda *ts: {t.name: t.name for t in ts}  # noqa: E731 - models use the ensemble's tensor names
     return (
@@ -66,10 +89,24 @@ def specs(cfg: VisionConfig) -> list[ModelSpec]:
     """Every model of the pipeline, in build order."""
     decode = EnsembleStep("image_decoder", {IMAGE_BYTES.name: IMAGE_BYTES.name}, {FRAME.name: FRAME.name})
     return [
-        OnnxModel("preprocessing", (FRAME,), (LETTERBOXED,), cpu_threads=1, concat_batch=False),
-        OnnxModel("yolov8", (LETTERBOXED,), (DETECTIONS,)),
-        OnnxModel("postprocessing", (FRAME, DETECTIONS), (CROP,), cpu_threads=1, concat_batch=False),
-        OnnxModel("efficientnet_v2", (CROP,), (OIL_PCT,)),
+        OnnxModel(
+            "preprocessing",
+            (FRAME,),
+            (LETTERBOXED,),
+            cpu_threads=1,
+            concat_batch=False,
+            output_checks=CHECKS["preprocessing"],
+        ),
+        OnnxModel("yolov8", (LETTERBOXED,), (DETECTIONS,), output_checks=CHECKS["yolov8"]),
+        OnnxModel(
+            "postprocessing",
+            (FRAME, DETECTIONS),
+            (CROP,),
+            cpu_threads=1,
+            concat_batch=False,
+            output_checks=CHECKS["postprocessing"],
+        ),
+        OnnxModel("efficientnet_v2", (CROP,), (OIL_PCT,), output_checks=CHECKS["efficientnet_v2"]),
         PythonModel(
             "image_decoder",
             "image_decoder",

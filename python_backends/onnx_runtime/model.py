@@ -17,11 +17,27 @@ DEFAULT_INTRA_OP_THREADS = 2
 
 
 @dataclass(frozen=True)
+class OutputCheck:
+    """An output that must stay finite and within [low, high]; otherwise input `blame` was bad."""
+
+    output: str
+    low: float
+    high: float
+    blame: str
+    meaning: str
+
+    def violated(self, value: np.ndarray) -> bool:
+        # NaN fails both comparisons, so `not (a and b)` catches it with the range in one pass each.
+        return value.size > 0 and not (value.min() >= self.low and value.max() <= self.high)
+
+
+@dataclass(frozen=True)
 class Params:
     """The model's `parameters` from config.pbtxt, read once."""
 
     intra_op_threads: int
     concat_batch: bool
+    output_checks: tuple[OutputCheck, ...]
 
     @classmethod
     def from_config(cls, config: dict) -> "Params":
@@ -29,7 +45,8 @@ class Params:
         threads = int(raw.get("intra_op_threads", DEFAULT_INTRA_OP_THREADS))
         if threads < 1:
             raise ValueError(f"intra_op_threads must be >= 1, got {threads}")
-        return cls(threads, raw.get("concat_batch", "true").lower() == "true")
+        checks = tuple(OutputCheck(**c) for c in json.loads(raw.get("output_checks", "[]")))
+        return cls(threads, raw.get("concat_batch", "true").lower() == "true", checks)
 
 
 class TritonPythonModel:
@@ -66,10 +83,7 @@ class TritonPythonModel:
         merged = {n: np.concatenate([f[n] for f in feeds]) for n in self.inputs}
         results = self.session.run(self.outputs, merged)
         bounds = np.cumsum([0, *sizes])
-        return [
-            pb_utils.InferenceResponse([pb_utils.Tensor(n, r[lo:hi]) for n, r in zip(self.outputs, results)])
-            for lo, hi in zip(bounds[:-1], bounds[1:])
-        ]
+        return [self._respond([r[lo:hi] for r in results]) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
     def _run_one(self, feed: dict):
         try:
@@ -78,6 +92,16 @@ class TritonPythonModel:
             return pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(f"{self.name}: onnxruntime failed: {exc}", pb_utils.TritonError.INTERNAL)
             )
+        return self._respond(results)
+
+    def _respond(self, results: list[np.ndarray]):
+        """One request's response, or INVALID_ARG naming the input when an output check fails."""
+        by_name = dict(zip(self.outputs, results))
+        for check in self.params.output_checks:
+            if check.violated(by_name[check.output]):
+                return pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(f"{check.blame}: {check.meaning}", pb_utils.TritonError.INVALID_ARG)
+                )
         return pb_utils.InferenceResponse([pb_utils.Tensor(n, r) for n, r in zip(self.outputs, results)])
 
     def finalize(self) -> None:

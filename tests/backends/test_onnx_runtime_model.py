@@ -11,7 +11,7 @@ from google.protobuf import json_format
 from onnx import TensorProto, helper
 
 from builders.contract import TensorSpec
-from builders.triton_config import OnnxModel, Target, model_config
+from builders.triton_config import OnnxModel, OutputCheck, Target, model_config
 from tests.backends.pb_utils_stub import Request, TritonError, load_model
 
 X = TensorSpec("x", "TYPE_FP32", (2,))
@@ -62,3 +62,19 @@ def test_onnx_runtime_fails_only_the_bad_request_when_one_input_is_malformed(tmp
 def test_onnx_runtime_refuses_to_start_when_threads_are_invalid(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="intra_op_threads"):
         _load(tmp_path, concat=True, threads=0)
+
+
+def test_onnx_runtime_blames_the_input_when_an_output_check_fails(tmp_path: Path) -> None:
+    _add_one_model(tmp_path / "1")
+    check = OutputCheck("y", 0.0, 10.0, "x", "values must be finite numbers in -1..9")
+    spec = OnnxModel("add_one", (X,), (Y,), cpu_threads=1, output_checks=(check,))
+    config = json_format.MessageToDict(model_config(spec, Target("cpu")), preserving_proto_field_name=True)
+    model = load_model("onnx_runtime", config, tmp_path / "1", name="add_one")
+    good = np.ones((1, 2), np.float32)
+    bad = [np.array([[np.nan, 1]], np.float32), np.array([[np.inf, 1]], np.float32), np.array([[1, 99]], np.float32)]
+    responses = model.execute([Request(x=good), *(Request(x=b) for b in bad), Request(x=good)])
+    assert [r.has_error() for r in responses] == [False, True, True, True, False]
+    for r in responses[1:4]:
+        assert r.error.code() == TritonError.INVALID_ARG
+        assert r.error.message() == "x: values must be finite numbers in -1..9"
+    np.testing.assert_array_equal(responses[4].output("y"), good + 1)

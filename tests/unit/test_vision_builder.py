@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +112,13 @@ def test_vision_build_leaves_repository_untouched_when_a_step_fails(tmp_path: Pa
     with pytest.raises(BuildError, match="does not exist"):
         vision.build(vision.VisionConfig(yolo_weights=tmp_path / "missing.onnx"), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]  # no staging left, nothing half-written
+
+
+def test_vision_build_configures_pixel_checks_when_target_is_cpu(model_repo: Path) -> None:
+    configs = parsed(model_repo)
+    for name in ONNX_MODELS:
+        [check] = json.loads(configs[name].parameters["output_checks"].string_value)
+        assert check["output"] == configs[name].output[0].name
+        assert check["blame"] in {t.name for t in configs[name].input}
+    [pre] = json.loads(configs["preprocessing"].parameters["output_checks"].string_value)
+    assert pre["blame"] == FRAME.name and "NaN" in pre["meaning"]
