@@ -1,0 +1,265 @@
+"""Shared parts of the locustfiles: response checks, SSE parsing, the request log and the summary.
+
+The checks and parsers are plain functions with no locust import, so unit tests and the soak
+runner use them without gevent's monkey-patching. `install()` wires the locust-only parts (the
+request log and the per-user tokens/s file) once per process, whichever locustfiles are loaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from builders.contract import PIPELINE_OUTPUTS
+
+# Request types as they appear in locust's CSV "Type" column.
+INFER = "infer"  # one vision request: ensemble or ensemble_jpeg
+STREAM = "sse"  # one whole gpt2_stream generation, first byte sent to last event read
+TTFT = "ttft"  # time to the first text event of that generation
+ITL = "itl"  # mean inter-token latency of that generation: (total - ttft) / (tokens - 1)
+REQUEST_TYPES = (INFER, STREAM)  # real requests; TTFT and ITL are timings of the STREAM requests
+USERS_CSV_SUFFIX = "_gpt2_users.csv"
+REQUEST_LOG_FIELDS = ("time", "type", "name", "response_ms", "ok")
+
+
+class ResponseError(Exception):
+    """The server answered, but not with a correct response: counted as a failure, never a success."""
+
+
+def check_vision_outputs(outputs: dict[str, np.ndarray | None]) -> None:
+    """Raise ResponseError unless every pipeline output is present, shaped [1, *dims] and finite."""
+    for spec in PIPELINE_OUTPUTS:
+        array = outputs.get(spec.name)
+        if array is None:
+            raise ResponseError(f"output {spec.name} is missing")
+        want = (1, *spec.dims)
+        if tuple(array.shape) != want:
+            raise ResponseError(f"output {spec.name} has shape {list(array.shape)}, expected {list(want)}")
+        if not np.isfinite(array).all():
+            raise ResponseError(f"output {spec.name} holds NaN or Inf")
+
+
+def parse_sse_line(line: bytes | str) -> dict | None:
+    """The JSON payload of one SSE `data:` line, or None for blank lines, comments and other fields.
+
+    Triton reports a failed generation as `data: {"error": ...}`, with HTTP 200 when the stream had
+    already started: that raises ResponseError, as does a payload that is not a JSON object.
+    """
+    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+    text = text.rstrip("\r\n")
+    if not text.startswith("data:"):
+        return None
+    try:
+        event = json.loads(text[5:])
+    except json.JSONDecodeError as exc:
+        raise ResponseError(f"SSE data is not JSON: {text[:200]!r}") from exc
+    if not isinstance(event, dict):
+        raise ResponseError(f"SSE data is not a JSON object: {text[:200]!r}")
+    if "error" in event:
+        raise ResponseError(f"server error in stream: {event['error']}")
+    return event
+
+
+@dataclass
+class StreamResult:
+    """One streamed generation with the timings users compare; times are seconds since the request."""
+
+    text: str
+    finish_reason: str
+    completion_tokens: int
+    total_s: float
+    event_times: list[float] = field(default_factory=list)
+
+    @property
+    def ttft_s(self) -> float:
+        return self.event_times[0]
+
+    @property
+    def itl_s(self) -> float | None:
+        """Mean gap per token after the first (genai-perf's definition); None for a single token."""
+        if self.completion_tokens < 2:
+            return None
+        return (self.event_times[-1] - self.ttft_s) / (self.completion_tokens - 1)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.total_s if self.total_s > 0 else 0.0
+
+
+def read_stream(
+    lines: Iterable[bytes | str], start: float, clock: Callable[[], float] = time.perf_counter
+) -> StreamResult:
+    """Consume SSE lines of one gpt2_stream generation; raise ResponseError unless it is complete and non-empty."""
+    pieces: list[str] = []
+    times: list[float] = []
+    last: dict = {}
+    for line in lines:
+        event = parse_sse_line(line)
+        if event is None:
+            continue
+        times.append(clock() - start)
+        if "text_output" not in event:
+            raise ResponseError(f"SSE event without text_output: {event}")
+        pieces.append(str(event["text_output"]))
+        last = event
+        if event.get("finish_reason"):
+            break
+    if not times:
+        raise ResponseError("stream ended without any event")
+    if not last.get("finish_reason"):
+        raise ResponseError(f"stream ended after {len(times)} event(s) without a finish_reason")
+    text = "".join(pieces)
+    if not text:
+        raise ResponseError(f"generated text is empty (finish_reason {last['finish_reason']!r})")
+    tokens = int(last.get("completion_tokens") or 0)
+    if tokens < 1:
+        raise ResponseError(f"completion_tokens is {tokens} for non-empty text")
+    return StreamResult(text, str(last["finish_reason"]), tokens, clock() - start, times)
+
+
+def host_port(host: str) -> tuple[str, int]:
+    """'http://127.0.0.1:8000' or '127.0.0.1:8000' -> ('127.0.0.1', 8000)."""
+    rest = host.split("://", 1)[-1].rstrip("/")
+    name, _, port = rest.rpartition(":")
+    if not name or not port.isdigit():
+        raise ValueError(f"host {host!r}: expected http://HOST:PORT")
+    return name, int(port)
+
+
+# --- reading locust's CSV output (used by the runners and tests) ---
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of locust's <prefix>_stats.csv."""
+
+    type: str
+    name: str
+    requests: int
+    failures: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    rps: float
+
+
+def _num(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:  # locust writes "N/A" for empty percentiles
+        return math.nan
+
+
+def read_stats(path: Path) -> list[Row]:
+    """Rows of a locust stats CSV, without the Aggregated row (TTFT/ITL events would skew it)."""
+    with path.open(newline="") as f:
+        return [
+            Row(r["Type"], r["Name"], int(r["Request Count"]), int(r["Failure Count"]), _num(r["50%"]),
+                _num(r["95%"]), _num(r["99%"]), _num(r["Requests/s"]))  # fmt: skip
+            for r in csv.DictReader(f)
+            if r["Name"] != "Aggregated"
+        ]
+
+
+def read_users(path: Path) -> list[dict]:
+    """Per-user GPT-2 rows written by the gpt2 locustfile (user, requests, tokens, stream_s, tokens_per_s)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def summarize(rows: list[Row], users: list[dict]) -> dict:
+    """Totals over real requests (not TTFT/ITL), every row, and GPT-2 tokens/s per user."""
+    real = [r for r in rows if r.type in REQUEST_TYPES]
+    rates = [float(u["tokens_per_s"]) for u in users]
+    return {
+        "requests": sum(r.requests for r in real),
+        "failures": sum(r.failures for r in rows),
+        "rows": [r.__dict__ for r in rows],
+        "gpt2_tokens_per_s_per_user": rates,
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """A short fixed-width table of the summary, for the terminal and the README."""
+    cols = ("p50 ms", "p95 ms", "p99 ms")
+    lines = [f"{'type':<6} {'name':<14} {'requests':>8} {'fails':>5} " + " ".join(f"{c:>8}" for c in cols) + "   req/s"]
+    for r in summary["rows"]:
+        lines.append(
+            f"{r['type']:<6} {r['name']:<14} {r['requests']:>8} {r['failures']:>5} {r['p50_ms']:>8.0f} "
+            f"{r['p95_ms']:>8.0f} {r['p99_ms']:>8.0f} {r['rps']:>7.2f}"
+        )
+    rates = summary["gpt2_tokens_per_s_per_user"]
+    if rates:
+        each = ", ".join(f"{x:.1f}" for x in rates)
+        lines.append(f"gpt2 tokens/s per user: {each} (mean {sum(rates) / len(rates):.1f})")
+    lines.append(f"requests {summary['requests']}, failures {summary['failures']}")
+    return "\n".join(lines)
+
+
+# --- locust wiring: imported lazily so the functions above stay free of gevent ---
+
+_installed = False
+_user_stats: dict[int, dict] = {}
+
+
+def record_user_stream(user_id: int, result: StreamResult) -> None:
+    """Add one generation to its user's tokens/s tally."""
+    tally = _user_stats.setdefault(user_id, {"requests": 0, "tokens": 0, "stream_s": 0.0})
+    tally["requests"] += 1
+    tally["tokens"] += result.completion_tokens
+    tally["stream_s"] += result.total_s
+
+
+def install() -> None:
+    """Register the shared options and listeners once, however many locustfiles import this."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    from locust import events
+
+    @events.init_command_line_parser.add_listener
+    def _options(parser) -> None:
+        parser.add_argument(
+            "--request-log", env_var="LOCUST_REQUEST_LOG", default="",
+            help="append every request (time, type, name, response_ms, ok) to this CSV (the soak reads it)",
+        )  # fmt: skip
+
+    log: dict = {}
+
+    @events.test_start.add_listener
+    def _open_log(environment, **_kw) -> None:
+        path = getattr(environment.parsed_options, "request_log", "")
+        if path and "writer" not in log:
+            log["file"] = Path(path).open("a", newline="")
+            log["writer"] = csv.writer(log["file"])
+            if log["file"].tell() == 0:
+                log["writer"].writerow(REQUEST_LOG_FIELDS)
+
+    @events.request.add_listener
+    def _log(request_type, name, response_time, exception=None, **_kw) -> None:
+        if "writer" in log:
+            ok = int(exception is None)
+            log["writer"].writerow((f"{time.time():.3f}", request_type, name, f"{response_time:.1f}", ok))
+
+    @events.quitting.add_listener
+    def _finish(environment, **_kw) -> None:
+        if "file" in log:
+            log["file"].close()
+        prefix = getattr(environment.parsed_options, "csv_prefix", None)
+        if prefix and _user_stats:
+            with open(f"{prefix}{USERS_CSV_SUFFIX}", "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(("user", "requests", "tokens", "stream_s", "tokens_per_s"))
+                for i, (_, t) in enumerate(sorted(_user_stats.items())):
+                    rate = t["tokens"] / t["stream_s"] if t["stream_s"] else 0.0
+                    writer.writerow((i, t["requests"], t["tokens"], f"{t['stream_s']:.3f}", f"{rate:.2f}"))
