@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from builders.errors import BuildError
+from builders.triton_config import QueueLimits
 
 DEFAULT_REPO = Path(__file__).resolve().parent.parent / "model_repository"
 
@@ -54,6 +55,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-image-pixels", type=int, default=7680 * 4320, help="ensemble_jpeg: largest decoded image (pixels)"
     )
+    limits = p.add_argument_group("overload (every dynamically batched model)")
+    limits.add_argument(
+        "--max-queue-size",
+        type=int,
+        help="requests a model's queue holds before refusing with UNAVAILABLE (default: cpu 16, gpu 64)",
+    )
+    limits.add_argument(
+        "--queue-timeout-ms",
+        type=int,
+        help="longest wait in a model's queue before refusing with UNAVAILABLE; "
+        "clients may ask for less or more per request (default: cpu 5000, gpu 1000)",
+    )
     gpt2 = p.add_argument_group("gpt2")
     gpt2.add_argument(
         "--model",
@@ -70,6 +83,18 @@ def _parser() -> argparse.ArgumentParser:
     gpt2.add_argument("--int8", action="store_true", help="serve the decoder dynamically quantized to int8 (CPU)")
     gpt2.add_argument(
         "--max-slots", type=int, default=8, help="requests the generation loop decodes together (default 8)"
+    )
+    gpt2.add_argument(
+        "--max-pending",
+        type=int,
+        default=32,
+        help="requests waiting for a generation slot; more are refused with UNAVAILABLE (default 32)",
+    )
+    gpt2.add_argument(
+        "--max-prompt-bytes",
+        type=int,
+        default=32 * 1024,
+        help="longest prompt in UTF-8 bytes, refused before tokenizing (default 32768)",
     )
     return p
 
@@ -94,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     logging.getLogger("tritonyard.build").info("built %s in %.0fs", args.out, time.perf_counter() - start)
     return 0
+
+
+def _queue(args: argparse.Namespace) -> QueueLimits:
+    return QueueLimits(args.max_queue_size, args.queue_timeout_ms)
 
 
 def _build_vision(args: argparse.Namespace) -> None:
@@ -128,6 +157,9 @@ def _build_gpt2(args: argparse.Namespace) -> None:
             int8=args.int8,
             seed=args.seed,
             max_slots=args.max_slots,
+            max_pending=args.max_pending,
+            max_prompt_bytes=args.max_prompt_bytes,
+            queue=_queue(args),
         ),
         args.out,
     )

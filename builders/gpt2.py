@@ -35,7 +35,7 @@ from builders.contract import (
 from builders.errors import BuildError
 from builders.nets import gpt2 as nets
 from builders.nets.gpt2 import Gpt2Dims
-from builders.triton_config import Device, ModelSpec, OnnxModel, PythonModel, Target
+from builders.triton_config import Device, ModelSpec, OnnxModel, PythonModel, QueueLimits, Target
 
 log = logging.getLogger("tritonyard.build")
 
@@ -65,16 +65,26 @@ class Gpt2Config:
     int8: bool = False  # dynamic int8 quantization of the MatMuls
     seed: int = 0
     max_slots: int = 8  # in-flight batch size of the generation loop
+    # Requests waiting for a slot; more are refused with UNAVAILABLE. The engine takes requests off
+    # Triton's queue at once, so this, not max_queue_size, bounds gpt2/gpt2_stream under overload.
+    max_pending: int = 32
+    # Prompts above this many UTF-8 bytes are refused before tokenizing (GPT-2 averages ~4 bytes a token,
+    # so 32 KiB is 8x the 124M context: only abuse hits it, and it costs nothing to refuse).
+    max_prompt_bytes: int = 32 * 1024
+    queue: QueueLimits = QueueLimits()  # Triton queue bounds of the dynamically batched models
 
     def __post_init__(self) -> None:
         if self.size not in nets.STAND_INS:
             raise BuildError(f"unknown GPT-2 stand-in size {self.size!r}: use one of {sorted(nets.STAND_INS)}")
-        if self.max_slots < 1:
-            raise BuildError(f"--max-slots must be >= 1, got {self.max_slots}")
+        positive = {"--max-slots": self.max_slots, "--max-pending": self.max_pending}
+        positive["--max-prompt-bytes"] = self.max_prompt_bytes
+        for flag, value in positive.items():
+            if value < 1:
+                raise BuildError(f"{flag} must be >= 1, got {value}")
 
     @property
     def target(self) -> Target:
-        return Target(self.device, self.tensorrt_fp16, self.dynamic_batching)
+        return Target(self.device, self.tensorrt_fp16, self.dynamic_batching, self.queue)
 
 
 # --- specs ---
@@ -108,6 +118,8 @@ def specs(cfg: Gpt2Config, dims: Gpt2Dims | None = None) -> list[ModelSpec]:
         "vocab_size": str(d.vocab_size),
         "eos_token_id": str(d.eos_token_id),
         "max_slots": str(cfg.max_slots),
+        "max_pending": str(cfg.max_pending),
+        "max_prompt_bytes": str(cfg.max_prompt_bytes),
         "intra_op_threads": str(INTRA_OP_THREADS),
     }
     generate = {
@@ -125,7 +137,13 @@ def specs(cfg: Gpt2Config, dims: Gpt2Dims | None = None) -> list[ModelSpec]:
             cpu_threads=INTRA_OP_THREADS,
             concat_batch=False,  # requests differ in sequence and past lengths: never concatenable
         ),
-        PythonModel("gpt2_tokenizer", "gpt2_tokenizer", (TEXT_INPUT,), (INPUT_IDS,)),
+        PythonModel(
+            "gpt2_tokenizer",
+            "gpt2_tokenizer",
+            (TEXT_INPUT,),
+            (INPUT_IDS,),
+            parameters={"max_prompt_bytes": str(cfg.max_prompt_bytes)},
+        ),
         # The streaming loop's prefix-offset decoder ships beside it: one implementation for both.
         PythonModel(
             "gpt2_detokenizer", "gpt2_detokenizer", (INPUT_IDS,), (TEXT_OUTPUT,), shared=("gpt2_generate/detok.py",)

@@ -135,12 +135,44 @@ def test_configs_parse_back_with_kv_dims_and_parameters_when_built(tiny_repo: Pa
             "vocab_size": "4096",
             "eos_token_id": "4095",
             "max_slots": "8",
+            "max_pending": "32",
+            "max_prompt_bytes": "32768",
             "intra_op_threads": "2",
         }
         optional = {t.name for t in configs[name].input if t.optional}
         assert optional == {"max_tokens", "temperature", "top_k", "top_p", "seed", "stop"}
     assert configs["gpt2_stream"].model_transaction_policy.decoupled
     assert not configs["gpt2"].model_transaction_policy.decoupled
+    assert configs["gpt2_tokenizer"].parameters["max_prompt_bytes"].string_value == "32768"
+    for name in gpt2.MODELS:  # every model is dynamically batched, so every queue is bounded
+        policy = configs[name].dynamic_batching.default_queue_policy
+        assert policy.max_queue_size == 16 and policy.timeout_action == policy.REJECT
+
+
+def test_cli_limits_reach_the_generated_configs_when_flags_are_given(tmp_path: Path) -> None:
+    from builders.__main__ import _parser, _queue
+
+    args = _parser().parse_args(
+        "gpt2 --max-pending 3 --max-prompt-bytes 100 --max-queue-size 5 --queue-timeout-ms 250".split()
+    )
+    cfg = gpt2.Gpt2Config(max_pending=args.max_pending, max_prompt_bytes=args.max_prompt_bytes, queue=_queue(args))
+    for spec in gpt2.specs(cfg):
+        repo_path = tmp_path / spec.name / "config.pbtxt"
+        repo_path.parent.mkdir()
+        repo_path.write_text(text_format.MessageToString(model_config(spec, cfg.target)))
+        config = read_config(repo_path)
+        policy = config.dynamic_batching.default_queue_policy
+        assert (policy.max_queue_size, policy.default_timeout_microseconds) == (5, 250_000)
+        if spec.name in ("gpt2", "gpt2_stream"):
+            assert config.parameters["max_pending"].string_value == "3"
+        if spec.name in ("gpt2", "gpt2_stream", "gpt2_tokenizer"):
+            assert config.parameters["max_prompt_bytes"].string_value == "100"
+
+
+@pytest.mark.parametrize("field", ["max_pending", "max_prompt_bytes", "max_slots"])
+def test_gpt2_config_refuses_limit_when_it_is_not_positive(field: str) -> None:
+    with pytest.raises(BuildError, match=field.replace("_", "-")):
+        gpt2.Gpt2Config(**{field: 0})
 
 
 def test_specs_serve_decoder_on_gpu_with_bls_when_target_is_gpu() -> None:
