@@ -104,16 +104,24 @@ class Batch:
 class Engine:
     """Owns the decoder loop thread; `submit` is safe to call from Triton's execute()."""
 
-    def __init__(self, run: Run, shape: Shape, max_slots: int, log: Callable[[str], None]) -> None:
+    def __init__(
+        self, run: Run, shape: Shape, max_slots: int, log: Callable[[str], None], max_pending: int = 1 << 30
+    ) -> None:
         self.run, self.shape, self.max_slots, self.log = run, shape, max_slots, log
+        self.max_pending = max_pending
         self.waiting: queue.Queue[Sequence | None] = queue.Queue()
         self.batch = Batch(shape)
         self.thread = threading.Thread(target=self._loop, name="gpt2-engine", daemon=True)
         self.stopping = False
         self.thread.start()
 
-    def submit(self, seq: Sequence) -> None:
+    def submit(self, seq: Sequence) -> bool:
+        """Queue `seq` for a slot; False (nothing queued) when `max_pending` sequences already wait."""
+        # execute() is the only producer, so no other put can slip in between the check and the put.
+        if self.waiting.qsize() >= self.max_pending:
+            return False
         self.waiting.put(seq)
+        return True
 
     def close(self) -> None:
         self.stopping = True

@@ -19,6 +19,8 @@ from tokenizers import Tokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_MAX_TOKENS = 16
+DEFAULT_MAX_PENDING = 32
+DEFAULT_MAX_PROMPT_BYTES = 32 * 1024
 MAX_STOP_STRINGS = 16
 MAX_STOP_CHARS = 256
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -37,6 +39,8 @@ class Params:
     eos_token_id: int
     max_slots: int
     intra_op_threads: int
+    max_pending: int  # requests waiting for a slot; more are refused with UNAVAILABLE
+    max_prompt_bytes: int  # longer prompts are refused before tokenizing
 
     @classmethod
     def from_config(cls, config: dict) -> "Params":
@@ -46,10 +50,15 @@ class Params:
             decoder_model=raw.get("decoder_model", "gpt2_decoder"),
             decoder_mode=raw.get("decoder_mode", "in_process"),
             intra_op_threads=int(raw.get("intra_op_threads", "2")),
+            max_pending=int(raw.get("max_pending", DEFAULT_MAX_PENDING)),
+            max_prompt_bytes=int(raw.get("max_prompt_bytes", DEFAULT_MAX_PROMPT_BYTES)),
             **{k: int(raw[k]) for k in ints},
         )
         if params.decoder_mode not in ("in_process", "bls"):
             raise ValueError(f"decoder_mode must be in_process or bls, got {params.decoder_mode!r}")
+        for name in ("max_slots", "max_pending", "max_prompt_bytes"):
+            if getattr(params, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(params, name)}")
         return params
 
 
@@ -66,6 +75,13 @@ def _scalar(request, name: str, default):
         raise BadRequest(f"{name}: expected one value, got {values.size}")
     value = values[0]
     return value.item() if isinstance(value, np.generic) else value
+
+
+def _refuse(request, message: str, code: int) -> None:
+    """The request's only (final) response: an error with `code`."""
+    request.get_response_sender().send(
+        pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code)), flags=FINAL
+    )
 
 
 class TritonSink(Sink):
@@ -119,7 +135,8 @@ class TritonPythonModel:
         self.tokenizer = Tokenizer.from_file(str(version_dir / TOKENIZER_FILE))
         run = self._in_process(Path(args["model_repository"]).parent) if p.decoder_mode == "in_process" else self._bls
         shape = Shape(p.n_layer, p.n_head, p.head_dim, p.eos_token_id)
-        self.engine = Engine(run, shape, p.max_slots, pb_utils.Logger.log_error)
+        self.engine = Engine(run, shape, p.max_slots, pb_utils.Logger.log_error, p.max_pending)
+        self.name = args["model_name"]
         pb_utils.Logger.log_info(f"{args['model_name']}: {p}, streaming={self.streaming}")
 
     def _in_process(self, repository: Path):
@@ -154,17 +171,25 @@ class TritonPythonModel:
             try:
                 seq = self._sequence(request)
             except BadRequest as exc:
-                request.get_response_sender().send(
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)),
-                    flags=FINAL,
-                )
+                _refuse(request, str(exc), pb_utils.TritonError.INVALID_ARG)
                 continue
-            self.engine.submit(seq)
+            if not self.engine.submit(seq):
+                # Triton's queue never fills here (execute returns at once), so the engine bounds itself.
+                _refuse(
+                    request,
+                    f"{self.name}: overloaded, {self.params.max_pending} requests already wait for a generation "
+                    "slot; retry later",
+                    pb_utils.TritonError.UNAVAILABLE,
+                )
         return None
 
     def _sequence(self, request) -> Sequence:
         p = self.params
-        raw = _scalar(request, "text_input", b"")
+        raw = _scalar(request, "text_input", None)
+        if raw is None:  # optional inputs exist, so Triton does not enforce the required one itself
+            raise BadRequest("text_input: is required")
+        if len(raw) > p.max_prompt_bytes:  # before decoding and tokenizing: a huge prompt costs nothing
+            raise BadRequest(f"text_input: {len(raw)} bytes, above the limit of {p.max_prompt_bytes}")
         try:
             text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
         except UnicodeDecodeError:

@@ -1,6 +1,7 @@
 """GPT-2 tokenization: text_input (UTF-8 bytes) -> input_ids, with `tokenizers` only."""
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,13 +10,29 @@ from tokenizers import Tokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
 INPUT, OUTPUT = "text_input", "input_ids"
+DEFAULT_MAX_PROMPT_BYTES = 32 * 1024
+
+
+@dataclass(frozen=True)
+class Params:
+    """The model's `parameters` from config.pbtxt, read once."""
+
+    max_prompt_bytes: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Params":
+        raw = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        params = cls(max_prompt_bytes=int(raw.get("max_prompt_bytes", DEFAULT_MAX_PROMPT_BYTES)))
+        if params.max_prompt_bytes < 1:
+            raise ValueError(f"max_prompt_bytes must be positive, got {params.max_prompt_bytes}")
+        return params
 
 
 class TritonPythonModel:
     """Each request is tokenized on its own; its ids come back as [1, n]."""
 
     def initialize(self, args: dict) -> None:
-        json.loads(args["model_config"])  # no parameters: the tokenizer file is the whole configuration
+        self.params = Params.from_config(json.loads(args["model_config"]))
         self.tokenizer = Tokenizer.from_file(
             str(Path(args["model_repository"]) / args["model_version"] / TOKENIZER_FILE)
         )
@@ -28,7 +45,11 @@ class TritonPythonModel:
         try:
             if values.size != 1:
                 raise ValueError(f"expected one text, got {values.size}")
-            text = bytes(values[0]).decode("utf-8")
+            raw = bytes(values[0])
+            # Before decoding: an oversized prompt is refused without touching its bytes.
+            if len(raw) > self.params.max_prompt_bytes:
+                raise ValueError(f"{len(raw)} bytes, above the limit of {self.params.max_prompt_bytes}")
+            text = raw.decode("utf-8")
             if not text:
                 raise ValueError("is empty")
         except (UnicodeDecodeError, ValueError) as exc:
