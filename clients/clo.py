@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from builders.contract import CROP, DET_LETTERBOX, DETECTIONS, FRAME, IMAGE_BYTES, OIL_PCT, PIPELINE_OUTPUTS
+from clients import retry
 from clients.synthetic import synthetic_frame
 from python_backends.image_decoder import frames
 
@@ -49,9 +50,19 @@ def to_source_boxes(detections: np.ndarray, width: int, height: int) -> np.ndarr
 
 
 class CloClient:
-    """Calls `ensemble` (FP32 frame, optionally through system shared memory) or `ensemble_jpeg`."""
+    """Calls `ensemble` (FP32 frame, optionally through system shared memory) or `ensemble_jpeg`.
 
-    def __init__(self, url: str, protocol: str = "http", shm: bool = False, headers: dict | None = None) -> None:
+    A request the server refuses for lack of capacity (UNAVAILABLE) is retried per `retry_policy`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        protocol: str = "http",
+        shm: bool = False,
+        headers: dict | None = None,
+        retry_policy: retry.RetryPolicy = retry.DEFAULT,
+    ) -> None:
         if protocol == "http":
             import tritonclient.http as api
         else:
@@ -59,6 +70,7 @@ class CloClient:
         self.api, self.protocol = api, protocol
         self.client = api.InferenceServerClient(url)
         self.headers = headers or None  # e.g. the ingress Host header in front of KServe
+        self.retry_policy = retry_policy
         self.shm_name: str | None = None
         if shm:
             self._register_shm()
@@ -87,8 +99,12 @@ class CloClient:
 
     def _infer(self, model: str, inp, size: tuple[int, int]) -> Result:
         start = time.perf_counter()
-        res = self.client.infer(model, [inp], outputs=self._outputs(), headers=self.headers)
-        latency = time.perf_counter() - start
+        res = retry.call(
+            lambda: self.client.infer(model, [inp], outputs=self._outputs(), headers=self.headers),
+            self.retry_policy,
+            what=model,
+        )
+        latency = time.perf_counter() - start  # retries included: what the caller waited
         det = res.as_numpy(DETECTIONS.name)[0]
         oil = float(res.as_numpy(OIL_PCT.name)[0, 0])
         return Result(to_source_boxes(det, *size), det, res.as_numpy(CROP.name)[0], oil, latency)
@@ -156,6 +172,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=1, help="send the frame N times and report latency statistics")
     p.add_argument("--save", type=Path, help="write a PNG with the boxes drawn and the 384x384 crop beside them")
     p.add_argument("--header", action="append", default=[], help='extra request header "Name: value" (repeatable)')
+    p.add_argument(
+        "--retries", type=int, default=3, help="retries of a request the server refuses as overloaded (default 3)"
+    )
     return p
 
 
@@ -181,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         sys.stderr.write("error: --repeat must be at least 1\n")
         return 2
+    if args.retries < 0:
+        sys.stderr.write("error: --retries must be at least 0\n")
+        return 2
     try:
         headers = parse_headers(args.header)
     except ValueError as exc:
@@ -205,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from tritonclient.utils import InferenceServerException
 
-    client = CloClient(args.url or default_url, args.protocol, shm=args.shm, headers=headers)
+    policy = retry.RetryPolicy(retries=args.retries)
+    client = CloClient(args.url or default_url, args.protocol, shm=args.shm, headers=headers, retry_policy=policy)
     try:
         frame = frames.to_frame(image) if args.entry == "ensemble" else None
         results = [

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clients import retry
 from clients.clo import parse_headers
 
 DEFAULT_TOKENIZER = (
@@ -73,8 +74,15 @@ def _first(result, name: str):
     return value.decode() if isinstance(value, bytes) else int(value)
 
 
-def generate(url: str, prompt: str, protocol: str = "http", headers: dict | None = None, **options) -> Generation:
-    """Call `gpt2` (not decoupled) and wait for the whole text."""
+def generate(
+    url: str,
+    prompt: str,
+    protocol: str = "http",
+    headers: dict | None = None,
+    retry_policy: retry.RetryPolicy = retry.DEFAULT,
+    **options,
+) -> Generation:
+    """Call `gpt2` (not decoupled) and wait for the whole text; UNAVAILABLE is retried per `retry_policy`."""
     if protocol == "http":
         import tritonclient.http as api
     else:
@@ -82,7 +90,8 @@ def generate(url: str, prompt: str, protocol: str = "http", headers: dict | None
     client = api.InferenceServerClient(url)
     try:
         start = time.perf_counter()
-        result = client.infer("gpt2", _inputs(api, prompt, options), headers=headers)
+        inputs = _inputs(api, prompt, options)
+        result = retry.call(lambda: client.infer("gpt2", inputs, headers=headers), retry_policy, what="gpt2")
         total = time.perf_counter() - start
     finally:
         client.close()
@@ -90,17 +99,40 @@ def generate(url: str, prompt: str, protocol: str = "http", headers: dict | None
                       _first(result, "prompt_tokens"), _first(result, "completion_tokens"), total)  # fmt: skip
 
 
-def stream(url: str, prompt: str, on_piece=None, headers: dict | None = None, **options) -> Generation:
-    """Call `gpt2_stream` over gRPC streaming; `on_piece(text)` sees each piece as it arrives."""
+def stream(
+    url: str,
+    prompt: str,
+    on_piece=None,
+    headers: dict | None = None,
+    retry_policy: retry.RetryPolicy = retry.DEFAULT,
+    **options,
+) -> Generation:
+    """Call `gpt2_stream` over gRPC streaming; `on_piece(text)` sees each piece as it arrives.
+
+    A refusal (UNAVAILABLE) before the first piece is retried per `retry_policy`; once text has been
+    handed to `on_piece`, a retry would repeat it, so later errors are raised as they are.
+    """
+    delivered: list[str] = []
+    start = time.perf_counter()  # timings include refused attempts: what the caller waited
+    return retry.call(
+        lambda: _stream_once(url, prompt, on_piece, headers, options, delivered, start),
+        retry_policy,
+        what="gpt2_stream",
+        retryable=lambda exc: not delivered and retry.is_unavailable(exc),
+    )
+
+
+def _stream_once(
+    url: str, prompt: str, on_piece, headers: dict | None, options: dict, delivered: list, start: float
+) -> Generation:
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
     events: queue.Queue = queue.Queue()
     client = grpcclient.InferenceServerClient(url)
     client.start_stream(callback=lambda result=None, error=None: events.put((result, error)), headers=headers)
-    parts, times = [], []
+    parts, times = delivered, []
     try:
-        start = time.perf_counter()
         client.async_stream_infer(
             "gpt2_stream", _inputs(grpcclient, prompt, options), enable_empty_final_response=False
         )
@@ -123,7 +155,12 @@ def stream(url: str, prompt: str, on_piece=None, headers: dict | None = None, **
 
 
 def baseline(
-    url: str, prompt: str, tokenizer_path: Path, max_tokens: int = 16, headers: dict | None = None
+    url: str,
+    prompt: str,
+    tokenizer_path: Path,
+    max_tokens: int = 16,
+    headers: dict | None = None,
+    retry_policy: retry.RetryPolicy = retry.DEFAULT,
 ) -> tuple[Generation, list[int]]:
     """The old client-side loop: tokenize here, resend the whole sequence each step (no KV cache), argmax."""
     import tritonclient.http as httpclient
@@ -151,7 +188,12 @@ def baseline(
                 inp.set_data_from_numpy(array, binary_data=True)
                 inputs.append(inp)
             logits = [httpclient.InferRequestedOutput("logits", binary_data=True)]
-            out = client.infer("gpt2_decoder", inputs, outputs=logits, headers=headers)
+            out = retry.call(
+                # Called at once, inside this iteration, so binding the loop's variables late is harmless.
+                lambda: client.infer("gpt2_decoder", inputs, outputs=logits, headers=headers),  # noqa: B023
+                retry_policy,
+                what="gpt2_decoder",
+            )
             token = int(np.argmax(out.as_numpy("logits")[0, -1]))
             if token == eos:
                 reason = "stop"
@@ -181,6 +223,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER, help="tokenizer.json for --baseline")
     p.add_argument("--url", help="server address (default $TRITON_HTTP_URL / $TRITON_GRPC_URL or localhost:8000/8001)")
     p.add_argument("--header", action="append", default=[], help='extra request header "Name: value" (repeatable)')
+    p.add_argument(
+        "--retries", type=int, default=3, help="retries of a request the server refuses as overloaded (default 3)"
+    )
     return p
 
 
@@ -195,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     out = sys.stdout
     try:
         headers = parse_headers(args.header)
+        policy = retry.RetryPolicy(retries=args.retries)
     except ValueError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
@@ -203,15 +249,15 @@ def main(argv: list[str] | None = None) -> int:
             if not args.tokenizer.is_file():
                 sys.stderr.write(f"error: {args.tokenizer} not found: run `make build` or pass --tokenizer\n")
                 return 2
-            gen, _ = baseline(http_url, args.prompt, args.tokenizer, args.max_tokens, headers)
+            gen, _ = baseline(http_url, args.prompt, args.tokenizer, args.max_tokens, headers, policy)
             out.write(f"{args.prompt}{gen.text}\n")
         elif args.stream:
             out.write(args.prompt)
-            gen = stream(grpc_url, args.prompt, lambda t: (out.write(t), out.flush()), headers, **options)
+            gen = stream(grpc_url, args.prompt, lambda t: (out.write(t), out.flush()), headers, policy, **options)
             out.write("\n")
         else:
             url = http_url if args.protocol == "http" else grpc_url
-            gen = generate(url, args.prompt, args.protocol, headers, **options)
+            gen = generate(url, args.prompt, args.protocol, headers, policy, **options)
             out.write(f"{args.prompt}{gen.text}\n")
     except InferenceServerException as exc:
         sys.stderr.write(f"error: {exc}\n")
