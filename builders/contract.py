@@ -26,6 +26,8 @@ MAX_DETECTIONS = 300
 PAD_VALUE = 114.0
 
 FRAME = TensorSpec("original_image_3840_2160", "TYPE_FP32", (3, FRAME_H, FRAME_W))
+# Inside ensemble_jpeg the decoded frame stays bytes (HWC, as decoded): a quarter of FRAME to move.
+FRAME_U8 = TensorSpec("decoded_image_3840_2160", "TYPE_UINT8", (FRAME_H, FRAME_W, 3))
 LETTERBOXED = TensorSpec("preprocessed_640_640_image", "TYPE_FP32", (3, DET_SIZE, DET_SIZE))
 DETECTIONS = TensorSpec("yolo_detections", "TYPE_FP32", (MAX_DETECTIONS, 6))
 CROP = TensorSpec("processed_image_384_384", "TYPE_FP32", (3, CROP_SIZE, CROP_SIZE))

@@ -51,11 +51,12 @@ def _size(path: Path) -> str:
 
 def summary(repo: Path, rows: list[tuple[str, str]]) -> str:
     """A table of models, how each is served, its files and size on disk."""
-    lines = [f"{'model':<16} {'served by':<27} {'files':<44} {'size':>9}"]
+    width = max([len("model"), *(len(name) for name, _ in rows)])
+    lines = [f"{'model':<{width}} {'served by':<27} {'files':<44} {'size':>9}"]
     for name, served_by in rows:
         folder = repo / name
         files = ", ".join(sorted(str(f.relative_to(folder)) for f in folder.rglob("*") if f.is_file()))
-        lines.append(f"{name:<16} {served_by:<27} {files:<44} {_size(folder):>9}")
+        lines.append(f"{name:<{width}} {served_by:<27} {files:<44} {_size(folder):>9}")
     table = "\n".join(lines)
     log.info("repository %s\n%s", repo, table)
     return table

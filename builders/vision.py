@@ -15,11 +15,21 @@ import onnx
 import torch
 
 from builders import onnx_export, progress, repository
-from builders.contract import CROP, DETECTIONS, FRAME, IMAGE_BYTES, LETTERBOXED, OIL_PCT, PIPELINE_OUTPUTS
+from builders.contract import (
+    CROP,
+    DETECTIONS,
+    FRAME,
+    FRAME_U8,
+    IMAGE_BYTES,
+    LETTERBOXED,
+    OIL_PCT,
+    PIPELINE_OUTPUTS,
+    TensorSpec,
+)
 from builders.errors import BuildError
 from builders.nets import yolo
 from builders.nets.efficientnet_v2 import build_oil_regressor
-from builders.nets.frame_ops import CropBestBox, LetterboxFrame
+from builders.nets.frame_ops import CropBestBox, CropBestBoxU8, LetterboxFrame, LetterboxFrameU8
 from builders.triton_config import (
     Device,
     Ensemble,
@@ -36,6 +46,8 @@ log = logging.getLogger("tritonyard.build")
 # Max abs diff allowed between an export and its torch source, in each output's own units.
 TOLERANCE = {
     "preprocessing": 1e-5,
+    "preprocessing_u8": 1e-5,
+    "postprocessing_u8": 1e-3,  # written-out bilinear vs grid_sample: grid normalisation rounds differently
     "yolov8 raw head": 1e-2,
     "yolov8": 1e-2,
     "postprocessing": 1e-4,
@@ -75,19 +87,19 @@ CHECKS = {
 }
 
 
-def _pipeline_steps() -> tuple[EnsembleStep, ...]:
+def _pipeline_steps(frame: TensorSpec = FRAME, suffix: str = "") -> tuple[EnsembleStep, ...]:
     same = lambda *ts: {t.name: t.name for t in ts}  # noqa: E731 - models use the ensemble's tensor names
     return (
-        EnsembleStep("preprocessing", same(FRAME), same(LETTERBOXED)),
+        EnsembleStep(f"preprocessing{suffix}", same(frame), same(LETTERBOXED)),
         EnsembleStep("yolov8", same(LETTERBOXED), same(DETECTIONS)),
-        EnsembleStep("postprocessing", same(FRAME, DETECTIONS), same(CROP)),
+        EnsembleStep(f"postprocessing{suffix}", same(frame, DETECTIONS), same(CROP)),
         EnsembleStep("efficientnet_v2", same(CROP), same(OIL_PCT)),
     )
 
 
 def specs(cfg: VisionConfig) -> list[ModelSpec]:
     """Every model of the pipeline, in build order."""
-    decode = EnsembleStep("image_decoder", {IMAGE_BYTES.name: IMAGE_BYTES.name}, {FRAME.name: FRAME.name})
+    decode = EnsembleStep("image_decoder", {IMAGE_BYTES.name: IMAGE_BYTES.name}, {FRAME_U8.name: FRAME_U8.name})
     return [
         OnnxModel(
             "preprocessing",
@@ -107,16 +119,19 @@ def specs(cfg: VisionConfig) -> list[ModelSpec]:
             output_checks=CHECKS["postprocessing"],
         ),
         OnnxModel("efficientnet_v2", (CROP,), (OIL_PCT,), output_checks=CHECKS["efficientnet_v2"]),
+        # ensemble_jpeg's own letterbox and crop read the decoded bytes; decoded pixels cannot be NaN.
+        OnnxModel("preprocessing_u8", (FRAME_U8,), (LETTERBOXED,), cpu_threads=1, concat_batch=False),
+        OnnxModel("postprocessing_u8", (FRAME_U8, DETECTIONS), (CROP,), cpu_threads=1, concat_batch=False),
         PythonModel(
             "image_decoder",
             "image_decoder",
             (IMAGE_BYTES,),
-            (FRAME,),
+            (FRAME_U8,),
             parameters={"max_bytes": str(cfg.max_image_bytes), "max_pixels": str(cfg.max_image_pixels)},
             instances=2 if cfg.device == "gpu" else 1,
         ),
         Ensemble("ensemble", (FRAME,), PIPELINE_OUTPUTS, _pipeline_steps()),
-        Ensemble("ensemble_jpeg", (IMAGE_BYTES,), PIPELINE_OUTPUTS, (decode, *_pipeline_steps())),
+        Ensemble("ensemble_jpeg", (IMAGE_BYTES,), PIPELINE_OUTPUTS, (decode, *_pipeline_steps(FRAME_U8, "_u8"))),
     ]
 
 
@@ -198,14 +213,38 @@ def _export_yolo(cfg: VisionConfig, repo: Path, letterboxed: np.ndarray) -> None
     )
 
 
-def _export_postprocessing(repo: Path, frames: torch.Tensor) -> None:
+def _check_detections(batch: int) -> torch.Tensor:
     # Row 0 of image 0 is a real box (in letterbox pixels); image 1 has none, exercising the fallback crop.
-    det = torch.zeros(frames.shape[0], *DETECTIONS.dims)
+    det = torch.zeros(batch, *DETECTIONS.dims)
     det[0, 0] = torch.tensor([100.0, 200.0, 300.0, 400.0, 0.9, 0.0])
+    return det
+
+
+def _export_postprocessing(repo: Path, frames: torch.Tensor) -> None:
+    det = _check_detections(frames.shape[0])
     names = [FRAME.name, DETECTIONS.name]
     _checked_export(
         "postprocessing", CropBestBox(), (frames, det), _model_path(repo, "postprocessing"), names, [CROP.name]
     )
+
+
+def _export_u8_steps(repo: Path, frames: torch.Tensor) -> None:
+    """ensemble_jpeg's letterbox and crop on bytes, each also checked against its FP32 twin on the same pixels."""
+    u8 = frames.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    same_pixels = u8.permute(0, 3, 1, 2).to(torch.float32)
+    det = _check_detections(frames.shape[0])
+    path = _model_path(repo, "preprocessing_u8")
+    _, got = _checked_export("preprocessing_u8", LetterboxFrameU8(), (u8,), path, [FRAME_U8.name], [LETTERBOXED.name])
+    with torch.no_grad():
+        twin = [LetterboxFrame()(same_pixels).numpy()]
+    onnx_export.check("preprocessing_u8 vs preprocessing", got, twin, TOLERANCE["preprocessing_u8"])
+    path = _model_path(repo, "postprocessing_u8")
+    names = [FRAME_U8.name, DETECTIONS.name]
+    _, got = _checked_export("postprocessing_u8", CropBestBoxU8(), (u8, det), path, names, [CROP.name])
+    with torch.no_grad():
+        twin = [CropBestBox()(same_pixels, det).numpy()]
+    diff = onnx_export.check("postprocessing_u8 vs postprocessing", got, twin, TOLERANCE["postprocessing_u8"])
+    log.info("  postprocessing_u8: max abs diff vs the FP32 crop %.2e", diff)
 
 
 def _export_effnet(cfg: VisionConfig, repo: Path) -> None:
@@ -224,7 +263,7 @@ def build(cfg: VisionConfig, out_dir: Path) -> list[str]:
     repository.check_ensembles(all_specs)
     target = cfg.target
     names = [s.name for s in all_specs]
-    steps = progress.Progress(f"vision pipeline, {cfg.device} target -> {out_dir}", 6)
+    steps = progress.Progress(f"vision pipeline, {cfg.device} target -> {out_dir}", 7)
     with repository.staged(out_dir, names) as repo:
         frames = _sample_frames(cfg.seed)
         with steps.step("export preprocessing (letterbox 3840x2160 -> 640x640)"):
@@ -235,6 +274,8 @@ def build(cfg: VisionConfig, out_dir: Path) -> list[str]:
             _export_postprocessing(repo, frames)
         with steps.step("export efficientnet_v2 (oil level regression)"):
             _export_effnet(cfg, repo)
+        with steps.step("export preprocessing_u8 and postprocessing_u8 (ensemble_jpeg's byte frames)"):
+            _export_u8_steps(repo, frames)
         with steps.step("write configs and Python-backend sources"):
             served_by = [(s.name, repository.add_model(repo, s, target)) for s in all_specs]
         with steps.step("parse configs back"):

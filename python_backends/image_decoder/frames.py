@@ -1,4 +1,4 @@
-"""Decode an encoded image and fit it into the pipeline's 3840x2160 FP32 CHW frame.
+"""Decode an encoded image and fit it into the pipeline's 3840x2160 frame (UINT8 HWC or FP32 CHW).
 
 Shipped beside image_decoder's model.py, and imported by the CLO client, so a frame decoded
 client-side for `ensemble` is bit-identical to the one `ensemble_jpeg` decodes server-side.
@@ -53,15 +53,20 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
         img.load()
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt data
         raise ImageError(f"corrupt {img.format} data: {exc}") from None
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")  # convert() copies even RGB to RGB
 
 
-def to_frame(img: Image.Image) -> np.ndarray:
-    """Letterbox an RGB image into the FP32 [3, 2160, 3840] frame with pixel values 0..255."""
+def to_frame_u8(img: Image.Image) -> np.ndarray:
+    """Letterbox an RGB image into the UINT8 [2160, 3840, 3] (HWC) frame that ensemble_jpeg carries."""
     if img.size != (FRAME_W, FRAME_H):
         _, pad_x, pad_y, new_w, new_h = fit_geometry(*img.size)
         canvas = Image.new("RGB", (FRAME_W, FRAME_H), (PAD_VALUE,) * 3)
         canvas.paste(img.resize((new_w, new_h), Image.Resampling.BILINEAR), (pad_x, pad_y))
         img = canvas
+    return np.asarray(img)
+
+
+def to_frame(img: Image.Image) -> np.ndarray:
+    """Letterbox an RGB image into the FP32 [3, 2160, 3840] frame with pixel values 0..255."""
     # uint8 HWC -> CHW view -> one float32 copy in C order (a 4K frame is 99.5 MB: copy it once).
-    return np.asarray(img).transpose(2, 0, 1).astype(np.float32, order="C")
+    return to_frame_u8(img).transpose(2, 0, 1).astype(np.float32, order="C")

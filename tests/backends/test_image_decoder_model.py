@@ -13,6 +13,7 @@ from google.protobuf import json_format
 from PIL import Image
 
 from builders import vision
+from builders.contract import FRAME_U8
 from builders.triton_config import Target, model_config
 from python_backends.image_decoder import frames
 from tests.backends.pb_utils_stub import Request, TritonError, load_model
@@ -65,19 +66,21 @@ def test_image_decoder_returns_client_side_frame_when_jpeg_is_valid(decoder) -> 
     data = encode(small_image())
     [response] = decoder.execute([request(data)])
     assert not response.has_error()
-    got = response.output("original_image_3840_2160")
-    expected = frames.to_frame(frames.decode(data, max_bytes=1 << 30, max_pixels=1 << 30))
-    assert got.shape == (1, 3, 2160, 3840) and got.dtype == np.float32
-    np.testing.assert_array_equal(got[0], expected)
+    got = response.output(FRAME_U8.name)
+    image = frames.decode(data, max_bytes=1 << 30, max_pixels=1 << 30)
+    assert got.shape == (1, *FRAME_U8.dims) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got[0], frames.to_frame_u8(image))
+    # The client's FP32 frame for `ensemble` holds exactly the same pixels.
+    np.testing.assert_array_equal(got[0].transpose(2, 0, 1).astype(np.float32), frames.to_frame(image))
 
 
 def test_image_decoder_pads_with_gray_when_image_is_square(decoder) -> None:
     square = Image.new("RGB", (50, 50), (10, 200, 30))
     [response] = decoder.execute([request(encode(square, "PNG"))])
-    frame = response.output("original_image_3840_2160")[0]
-    assert frame[:, 1080, 839].tolist() == [114.0, 114.0, 114.0]  # left band: 840 px of padding
-    assert frame[:, 1080, 840].tolist() == [10.0, 200.0, 30.0]  # the image starts here
-    assert frame[:, 1080, 3000].tolist() == [114.0, 114.0, 114.0]  # right band
+    frame = response.output(FRAME_U8.name)[0]
+    assert frame[1080, 839].tolist() == [114, 114, 114]  # left band: 840 px of padding
+    assert frame[1080, 840].tolist() == [10, 200, 30]  # the image starts here
+    assert frame[1080, 3000].tolist() == [114, 114, 114]  # right band
 
 
 BAD = {
@@ -105,7 +108,7 @@ def test_image_decoder_fails_only_that_request_when_image_is_bad(decoder, name: 
 
 def test_image_decoder_decodes_every_image_when_request_carries_two(decoder) -> None:
     [response] = decoder.execute([request(encode(small_image(seed=1)), encode(small_image(seed=2)))])
-    assert response.output("original_image_3840_2160").shape == (2, 3, 2160, 3840)
+    assert response.output(FRAME_U8.name).shape == (2, *FRAME_U8.dims)
 
 
 def test_image_decoder_refuses_to_start_when_caps_are_not_positive(tmp_path: Path) -> None:

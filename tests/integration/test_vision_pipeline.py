@@ -16,6 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from builders.contract import CROP, DETECTIONS, FRAME, IMAGE_BYTES, LETTERBOXED, OIL_PCT, PIPELINE_OUTPUTS
 from builders.onnx_export import run as run_onnx
+from builders.vision import TOLERANCE
 from clients.clo import CloClient
 from clients.synthetic import synthetic_frame
 from python_backends.image_decoder import frames
@@ -77,8 +78,9 @@ def test_ensemble_jpeg_equals_ensemble_when_same_image_is_decoded_client_side(tr
     finally:
         client.close()
     np.testing.assert_array_equal(via_jpeg.boxes, via_frame.boxes)
-    np.testing.assert_allclose(via_jpeg.crop, via_frame.crop, atol=1e-6, rtol=0)
-    assert via_jpeg.oil_pct == pytest.approx(via_frame.oil_pct, abs=1e-4)
+    # ensemble_jpeg crops from bytes with written-out bilinear sampling; ensemble uses grid_sample.
+    np.testing.assert_allclose(via_jpeg.crop, via_frame.crop, atol=TOLERANCE["postprocessing_u8"], rtol=0)
+    assert via_jpeg.oil_pct == pytest.approx(via_frame.oil_pct, abs=1e-2)
 
 
 def _stats(client: httpclient.InferenceServerClient, model: str) -> tuple[int, int]:

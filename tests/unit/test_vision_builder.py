@@ -10,12 +10,13 @@ import pytest
 from google.protobuf import text_format
 
 from builders import onnx_export, repository, vision
-from builders.contract import FRAME, OIL_PCT, TensorSpec
+from builders.contract import FRAME, FRAME_U8, OIL_PCT, TensorSpec
 from builders.errors import BuildError
 from builders.triton_config import Ensemble, EnsembleStep, ModelConfig, OnnxModel, Target, model_config, read_config
 
-MODELS = ["preprocessing", "yolov8", "postprocessing", "efficientnet_v2", "image_decoder", "ensemble", "ensemble_jpeg"]
-ONNX_MODELS = MODELS[:4]
+ONNX_MODELS = ["preprocessing", "yolov8", "postprocessing", "efficientnet_v2", "preprocessing_u8", "postprocessing_u8"]
+MODELS = [*ONNX_MODELS, "image_decoder", "ensemble", "ensemble_jpeg"]
+CHECKED = ONNX_MODELS[:4]  # the steps that take client tensors; decoded bytes cannot be NaN
 
 
 def parsed(repo: Path) -> dict[str, ModelConfig]:
@@ -116,9 +117,23 @@ def test_vision_build_leaves_repository_untouched_when_a_step_fails(tmp_path: Pa
 
 def test_vision_build_configures_pixel_checks_when_target_is_cpu(model_repo: Path) -> None:
     configs = parsed(model_repo)
-    for name in ONNX_MODELS:
+    for name in CHECKED:
         [check] = json.loads(configs[name].parameters["output_checks"].string_value)
         assert check["output"] == configs[name].output[0].name
         assert check["blame"] in {t.name for t in configs[name].input}
     [pre] = json.loads(configs["preprocessing"].parameters["output_checks"].string_value)
     assert pre["blame"] == FRAME.name and "NaN" in pre["meaning"]
+
+
+def test_u8_steps_equal_fp32_steps_when_pixels_are_the_same() -> None:
+    import torch
+
+    from builders.nets.frame_ops import CropBestBox, CropBestBoxU8, LetterboxFrame, LetterboxFrameU8
+
+    u8 = torch.randint(0, 256, (1, *FRAME_U8.dims), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    fp32 = u8.permute(0, 3, 1, 2).to(torch.float32)
+    det = torch.zeros(1, 300, 6)
+    det[0, 0] = torch.tensor([0.5, 140.0, 639.5, 500.2, 0.8, 0.0])  # touches the frame's borders
+    with torch.no_grad():
+        assert torch.equal(LetterboxFrameU8()(u8), LetterboxFrame()(fp32))
+        assert (CropBestBoxU8()(u8, det) - CropBestBox()(fp32, det)).abs().max() < 1e-3

@@ -1,0 +1,349 @@
+"""Vision benchmark pieces: the transports one frame can take, the in-process floor, closed-loop runs.
+
+Every sender checks what came back (shapes, finite values, the oil level of the reference run), so a
+wrong answer is counted as an error and never as a fast success.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from builders.contract import CROP, DETECTIONS, FRAME, IMAGE_BYTES, LETTERBOXED, OIL_PCT, PIPELINE_OUTPUTS
+
+OIL_ATOL = 1e-2  # served and in-process runs share kernels; only thread scheduling differs
+ONNX_STEPS = ("preprocessing", "yolov8", "postprocessing", "efficientnet_v2")
+
+
+class WrongAnswer(RuntimeError):
+    """A response arrived but does not match the reference: counted as an error."""
+
+
+@dataclass
+class Run:
+    """One measured configuration: latencies of the requests that succeeded, and the errors."""
+
+    label: str
+    concurrency: int
+    wall_s: float
+    latencies_s: list[float]
+    errors: int = 0
+    payload_bytes: int | None = None
+    first_error: str = ""
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies_s)
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.wall_s if self.wall_s > 0 else 0.0
+
+    def pct_ms(self, q: float) -> float:
+        return float(np.percentile(self.latencies_s, q) * 1000) if self.latencies_s else float("nan")
+
+    def as_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "concurrency": self.concurrency,
+            "requests": self.requests,
+            "errors": self.errors,
+            "wall_s": round(self.wall_s, 3),
+            "throughput_per_s": round(self.throughput, 3),
+            "p50_ms": round(self.pct_ms(50), 1),
+            "p90_ms": round(self.pct_ms(90), 1),
+            "p99_ms": round(self.pct_ms(99), 1),
+            "payload_bytes": self.payload_bytes,
+            "first_error": self.first_error,
+        }
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The frame every sender sends, its JPEG, and the oil level the in-process chain computes for it."""
+
+    frame: np.ndarray  # [3, 2160, 3840] FP32
+    jpeg: bytes
+    oil_pct: float
+
+
+def check_outputs(det: np.ndarray, crop: np.ndarray, oil: np.ndarray, ref: Reference) -> None:
+    """Raise WrongAnswer unless the pipeline's outputs have the contract's shapes and the reference oil level."""
+    for arr, spec in ((det, DETECTIONS), (crop, CROP), (oil, OIL_PCT)):
+        if arr.shape != (1, *spec.dims):
+            raise WrongAnswer(f"{spec.name}: shape {arr.shape}, expected {(1, *spec.dims)}")
+        if not np.isfinite(arr).all():
+            raise WrongAnswer(f"{spec.name}: not finite")
+    if abs(float(oil[0, 0]) - ref.oil_pct) > OIL_ATOL:
+        raise WrongAnswer(f"oil {float(oil[0, 0]):.4f} % differs from the reference {ref.oil_pct:.4f} %")
+
+
+# --- the in-process floor -------------------------------------------------------------------------
+
+
+class InProcessChain:
+    """The four model.onnx files run one after another with onnxruntime: the compute floor."""
+
+    def __init__(self, repo: Path, threads: int = 2) -> None:
+        ort.disable_telemetry_events()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.sessions = {
+            step: ort.InferenceSession(str(repo / step / "1" / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+            for step in ONNX_STEPS
+        }
+
+    def outputs(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(detections, crop, oil) of one [3, 2160, 3840] frame, each with a batch dimension of 1."""
+        s, x = self.sessions, frame[np.newaxis]
+        [letterboxed] = s["preprocessing"].run(None, {FRAME.name: x})
+        [det] = s["yolov8"].run(None, {LETTERBOXED.name: letterboxed})
+        [crop] = s["postprocessing"].run(None, {FRAME.name: x, DETECTIONS.name: det})
+        [oil] = s["efficientnet_v2"].run(None, {CROP.name: crop})
+        return det, crop, oil
+
+    def __call__(self, frame: np.ndarray) -> float:
+        """Oil level of one [3, 2160, 3840] frame."""
+        return float(self.outputs(frame)[2][0, 0])
+
+
+# --- senders: one per worker thread, each sends the reference frame once per call -----------------
+
+@dataclass
+class Sender:
+    """Sends the reference frame once per call; `close` releases its client (in the thread that used it:
+    tritonclient's HTTP client is gevent-based and bound to its thread)."""
+
+    send: Callable[[], None]
+    close: Callable[[], None] = lambda: None
+
+    def __call__(self) -> None:
+        self.send()
+
+
+SenderFactory = Callable[[], Sender]
+
+
+def _triton_outputs(api, binary: bool) -> list:
+    return [api.InferRequestedOutput(t.name, binary_data=binary) for t in PIPELINE_OUTPUTS]
+
+
+def _check_result(res, ref: Reference) -> None:
+    check_outputs(*(res.as_numpy(t.name) for t in PIPELINE_OUTPUTS), ref)
+
+
+def http_sender(url: str, ref: Reference, *, binary: bool) -> Sender:
+    """FP32 frame to `ensemble` over REST: binary tensors, or JSON numbers as the KServe v2 examples send."""
+    import tritonclient.http as api
+
+    client = api.InferenceServerClient(url, network_timeout=600, connection_timeout=600)
+    batch = ref.frame[np.newaxis]
+
+    def send() -> None:
+        inp = api.InferInput(FRAME.name, list(batch.shape), "FP32")
+        inp.set_data_from_numpy(batch, binary_data=binary)  # JSON: tritonclient writes every float as text
+        _check_result(client.infer("ensemble", [inp], outputs=_triton_outputs(api, binary)), ref)
+
+    return Sender(send, client.close)
+
+
+def grpc_sender(url: str, ref: Reference) -> Sender:
+    import tritonclient.grpc as api
+
+    client = api.InferenceServerClient(url)
+    batch = ref.frame[np.newaxis]
+
+    def send() -> None:
+        inp = api.InferInput(FRAME.name, list(batch.shape), "FP32")
+        inp.set_data_from_numpy(batch)
+        res = client.infer("ensemble", [inp], outputs=[api.InferRequestedOutput(t.name) for t in PIPELINE_OUTPUTS])
+        _check_result(res, ref)
+
+    return Sender(send, client.close)
+
+
+def shm_sender(url: str, ref: Reference) -> Sender:
+    """FP32 frame through system shared memory; each call writes the frame into the region first,
+    as a client with a new frame every time must."""
+    import tritonclient.http as api
+    import tritonclient.utils.shared_memory as shm
+
+    client = api.InferenceServerClient(url, network_timeout=600)
+    batch = ref.frame[np.newaxis]
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    handle = shm.create_shared_memory_region(name, f"/{name}", batch.nbytes)
+    client.register_system_shared_memory(name, f"/{name}", batch.nbytes)
+
+    def send() -> None:
+        shm.set_shared_memory_region(handle, [batch])
+        inp = api.InferInput(FRAME.name, list(batch.shape), "FP32")
+        inp.set_shared_memory(name, batch.nbytes)
+        _check_result(client.infer("ensemble", [inp], outputs=_triton_outputs(api, True)), ref)
+
+    def close() -> None:
+        try:
+            client.unregister_system_shared_memory(name)
+        finally:
+            shm.destroy_shared_memory_region(handle)
+            client.close()
+
+    return Sender(send, close)
+
+
+def jpeg_sender(url: str, ref: Reference) -> Sender:
+    """The camera's JPEG bytes to `ensemble_jpeg`, which decodes server-side."""
+    import tritonclient.http as api
+
+    client = api.InferenceServerClient(url, network_timeout=600)
+    blob = np.array([[ref.jpeg]], dtype=np.object_)
+
+    def send() -> None:
+        inp = api.InferInput(IMAGE_BYTES.name, [1, 1], "BYTES")
+        inp.set_data_from_numpy(blob, binary_data=True)
+        _check_result(client.infer("ensemble_jpeg", [inp], outputs=_triton_outputs(api, True)), ref)
+
+    return Sender(send, client.close)
+
+
+def fastapi_sender(url: str, ref: Reference, *, jpeg: bool) -> Sender:
+    """The FastAPI baseline: raw FP32 bytes (or the JPEG) in the body, JSON back; keep-alive connection."""
+    host, port = url.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=600)
+    body = ref.jpeg if jpeg else ref.frame.tobytes()
+    path = "/infer_jpeg" if jpeg else "/infer"
+
+    def send() -> None:
+        conn.request("POST", path, body, {"Content-Type": "application/octet-stream"})
+        resp = conn.getresponse()
+        payload = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"HTTP {resp.status}: {payload[:200]!r}")
+        out = json.loads(payload)
+        det = np.asarray(out["detections"], np.float32)[np.newaxis]
+        crop_shape = tuple(out["crop_shape"])
+        if crop_shape != (1, *CROP.dims):
+            raise WrongAnswer(f"crop shape {crop_shape}")
+        check_outputs(det, np.zeros((1, *CROP.dims), np.float32), np.array([[out["oil_pct"]]], np.float32), ref)
+
+    return Sender(send, conn.close)
+
+
+def request_bytes(kind: str, ref: Reference) -> int:
+    """Bytes on the wire for one request body of each transport (headers excluded)."""
+    import tritonclient.http as api
+
+    batch = ref.frame[np.newaxis]
+    if kind in ("http_json", "http_binary", "shm"):
+        inp = api.InferInput(FRAME.name, list(batch.shape), "FP32")
+        if kind == "shm":
+            inp.set_shared_memory("region", batch.nbytes)
+        else:
+            inp.set_data_from_numpy(batch, binary_data=kind == "http_binary")
+        body, _ = api.InferenceServerClient.generate_request_body([inp], _triton_outputs(api, kind != "http_json"))
+        return len(body)
+    if kind == "grpc":
+        from tritonclient.grpc import service_pb2
+
+        req = service_pb2.ModelInferRequest(model_name="ensemble", raw_input_contents=[batch.tobytes()])
+        req.inputs.add(name=FRAME.name, datatype="FP32", shape=list(batch.shape))
+        return req.ByteSize()
+    if kind == "jpeg":
+        inp = api.InferInput(IMAGE_BYTES.name, [1, 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[ref.jpeg]], dtype=np.object_), binary_data=True)
+        body, _ = api.InferenceServerClient.generate_request_body([inp], _triton_outputs(api, True))
+        return len(body)
+    raise ValueError(kind)
+
+
+# --- closed-loop load -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Tally:
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_error: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def closed_loop(label: str, factory: SenderFactory, concurrency: int, *, requests: int, warmup: int = 1) -> Run:
+    """`concurrency` workers send back to back until `requests` have completed in total.
+
+    Each worker builds its own sender (clients are not shared across threads) and warms up before a
+    common start, so connection setup and first-call allocations stay out of the figures.
+    """
+    tally, start_gate = _Tally(), threading.Barrier(concurrency + 1)
+    remaining = [requests]
+    ends: list[float] = []
+
+    def take() -> bool:
+        with tally.lock:
+            if remaining[0] <= 0:
+                return False
+            remaining[0] -= 1
+            return True
+
+    def worker() -> None:
+        send = None
+        try:
+            send = factory()
+            for _ in range(warmup):
+                send()
+        except Exception as exc:  # noqa: BLE001 - reported as this run's error, the run goes on
+            with tally.lock:
+                tally.errors += 1
+                tally.first_error = tally.first_error or f"warm-up: {exc}"
+            start_gate.wait()
+            if send is not None:
+                send.close()
+            return
+        start_gate.wait()
+        while take():
+            t0 = time.perf_counter()
+            try:
+                send()
+            except Exception as exc:  # noqa: BLE001 - a failed or wrong response is an error, never a success
+                with tally.lock:
+                    tally.errors += 1
+                    tally.first_error = tally.first_error or str(exc)[:300]
+                continue
+            with tally.lock:
+                tally.latencies.append(time.perf_counter() - t0)
+        with tally.lock:
+            ends.append(time.perf_counter())
+        send.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    start_gate.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = (max(ends) if ends else time.perf_counter()) - t0
+    return Run(label, concurrency, wall, tally.latencies, tally.errors, first_error=tally.first_error)
+
+
+def floor_run(chain: InProcessChain, ref: Reference, requests: int) -> Run:
+    """The in-process chain, one frame after another: its throughput is what this machine can do."""
+    chain(ref.frame)  # warm-up
+    latencies = []
+    t0 = time.perf_counter()
+    for _ in range(requests):
+        s = time.perf_counter()
+        oil = chain(ref.frame)
+        latencies.append(time.perf_counter() - s)
+        if abs(oil - ref.oil_pct) > OIL_ATOL:
+            raise WrongAnswer("the in-process chain is not deterministic")
+    return Run("in-process onnxruntime (floor)", 1, time.perf_counter() - t0, latencies)
