@@ -2,11 +2,18 @@
 
 python -m serving                          # serve until Ctrl-C / SIGTERM
 python -m serving -- python -m clients.clo # start, wait ready, run the command, stop
+
+Locked down: every model of the repository is loaded at start (explicit model control) and the
+model-repository API needs the admin key: $TRITON_ADMIN_KEY, else the key file (--admin-key-file,
+$TRITON_ADMIN_KEY_FILE, default .triton-admin-key in the project root), else a new random key
+written there with mode 0600. The key is never printed; its file is. A supervisor thread reloads any
+model whose Python stub dies (--no-supervisor turns it off).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import subprocess
@@ -14,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from serving import adminkey
 from serving.launcher import ServerError, TritonServer
 
 DEFAULT_REPO = Path(__file__).resolve().parent.parent / "model_repository"
@@ -34,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for /v2/health/ready")
     p.add_argument("--log-file", type=Path, help="also write the server log here")
     p.add_argument("--quiet", action="store_true", help="do not echo the server log")
+    p.add_argument(
+        "--admin-key-file",
+        type=Path,
+        default=env(adminkey.ENV_KEY_FILE),
+        help=f"the repository API key's file when ${adminkey.ENV_KEY} is unset (default {adminkey.DEFAULT_KEY_FILE})",
+    )
+    p.add_argument("--no-supervisor", action="store_true", help="do not reload models whose Python stub dies")
     p.add_argument("command", nargs=argparse.REMAINDER, help="after --: a command to run once the server is ready")
     return p
 
@@ -45,6 +60,12 @@ def _terminate(signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        key = adminkey.resolve(args.admin_key_file)
+    except (adminkey.AdminKeyError, OSError) as exc:
+        sys.stderr.write(f"error: admin key: {exc}\n")
+        return 1
     server = TritonServer(
         args.model_repository,
         args.http_port,
@@ -54,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         ready_timeout=args.ready_timeout,
         echo=not args.quiet and not command,
         log_file=args.log_file,
+        admin_key=key.value,
+        supervise=not args.no_supervisor,
     )
     signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -62,9 +85,12 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(
                 f"tritonserver ready in {time.perf_counter() - started:.1f}s: "
                 f"http {server.http_url}, grpc {server.grpc_url}, metrics :{args.metrics_port}\n"
+                f"{key.describe(server.http_url)}\n"
             )
             if command:
                 env = {**os.environ, "TRITON_HTTP_URL": server.http_url, "TRITON_GRPC_URL": server.grpc_url}
+                if key.path:  # where the command finds the key; the key itself stays out of the environment
+                    env[adminkey.ENV_KEY_FILE] = str(key.path)
                 return subprocess.call(command, env=env)
             while server.process.poll() is None:
                 time.sleep(0.5)

@@ -2,6 +2,10 @@
 
 The binary comes from PATH (the NGC image) or else from the `nvidia-pytriton` wheel, which bundles
 Triton 2.51 with the Python backend but expects its backend folder and libraries to be set up.
+
+Locked down by default: explicit model control (every model in the repository is loaded at start,
+nothing else ever is unless an admin asks), the model-repository API behind an admin key on HTTP
+and gRPC, and every port bound to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serving import adminkey
+from serving.supervisor import STUB_NAME, Supervisor, TritonAdmin
+
 LOG_TAIL_LINES = 60
-STUB_NAME = "triton_python_backend_stub"
 
 
 class ServerError(RuntimeError):
@@ -98,7 +104,14 @@ class TritonServer:
     extra_args: tuple[str, ...] = ()
     echo: bool = False  # copy the server log to our stderr as it arrives
     log_file: Path | None = None
+    # The repository API's key; a new random one per server unless given. None opens the API (avoid).
+    admin_key: str | None = field(default_factory=adminkey.new_key, repr=False)
+    # Explicit model control loading every model at start (`--load-model=*`); False: Triton's default mode.
+    explicit: bool = True
+    # Reload models whose Python stub dies (serving.supervisor); needs explicit mode and the key.
+    supervise: bool = False
     process: subprocess.Popen | None = field(default=None, init=False)
+    supervisor: Supervisor | None = field(default=None, init=False)
     _tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LOG_TAIL_LINES), init=False)
 
     @property
@@ -109,7 +122,14 @@ class TritonServer:
     def grpc_url(self) -> str:
         return f"{self.host}:{self.grpc_port}"
 
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """HTTP headers for the restricted repository API (gRPC: adminkey.GRPC_HEADER)."""
+        return {adminkey.HTTP_HEADER: self.admin_key} if self.admin_key else {}
+
     def command(self, install: Installation) -> list[str]:
+        """The tritonserver command line; flags already in extra_args win over the defaults they would repeat."""
+        given = {a.split("=", 1)[0] for a in self.extra_args}
         cmd = [
             str(install.binary),
             f"--model-repository={self.repository.resolve()}",
@@ -127,6 +147,10 @@ class TritonServer:
             cmd.append(f"--backend-directory={install.backend_dir}")
         if install.bundled:  # CPU-only build: no pinned memory or GPU metrics to set up
             cmd += ["--pinned-memory-pool-byte-size=0", "--allow-gpu-metrics=false"]
+        if self.explicit and "--model-control-mode" not in given:
+            cmd += ["--model-control-mode=explicit", "--load-model=*"]
+        if self.admin_key:
+            cmd += [a for a in adminkey.restricted_args(self.admin_key) if a.split("=", 1)[0] not in given]
         return cmd + list(self.extra_args)
 
     def start(self) -> TritonServer:
@@ -178,6 +202,9 @@ class TritonServer:
                 time.sleep(0.2)  # let the pump thread drain the last lines
                 raise ServerError(f"tritonserver exited with code {self.process.returncode}:\n{self.log_tail()}")
             if self.is_ready():
+                if self.supervise and self.supervisor is None:
+                    self.supervisor = Supervisor(self.process.pid, TritonAdmin(self.http_url, self.admin_key))
+                    self.supervisor.start()
                 return self
             time.sleep(0.5)
         self.stop()
@@ -185,6 +212,9 @@ class TritonServer:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it outlives its own exit timeout."""
+        if self.supervisor is not None:  # first, so stubs exiting at shutdown are not "reloaded"
+            self.supervisor.stop()
+            self.supervisor.join(timeout=30)
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
