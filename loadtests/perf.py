@@ -48,6 +48,11 @@ OUTPUT_SHM_BYTES = max(int(np.prod(t.dims)) * 4 for t in PIPELINE_OUTPUTS)
 QUICK = {"concurrency": "1", "request_count": 3, "gpt2_request_count": 10, "stability": 999.0, "max_trials": 3}
 
 
+def default_tools_venv() -> Path:
+    """$TOOLS_VENV, else .venv-tools in the project root (where `make perf-tools` installs)."""
+    return Path(os.environ.get("TOOLS_VENV", str(ROOT / ".venv-tools")))
+
+
 class ToolError(RuntimeError):
     """perf_analyzer is missing or cannot run here; the message says how to fix it."""
 
@@ -222,7 +227,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--url", default=env("TRITON_HTTP_URL"), help="HOST:PORT of a running server (HTTP)")
     p.add_argument("--grpc-url", default=env("TRITON_GRPC_URL"), help="its gRPC HOST:PORT (default HOST:8001)")
     p.add_argument("--repository", type=Path, default=Path(env("MODEL_REPOSITORY", "model_repository")))
-    p.add_argument("--tools-venv", type=Path, default=Path(env("TOOLS_VENV", str(ROOT / ".venv-tools"))))
+    p.add_argument("--tools-venv", type=Path, default=default_tools_venv(), help="where perf_analyzer lives")
     p.add_argument("--timeout", type=float, default=900, help="seconds allowed for one perf_analyzer run")
     p.add_argument("--out", type=Path, help="output folder (default loadtests/results/perf/<timestamp>/)")
     return p
