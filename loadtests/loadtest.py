@@ -33,6 +33,7 @@ RESULTS = ROOT / "loadtests" / "results"
 LOCUSTFILES = {"vision": ROOT / "loadtests" / "locust_vision.py", "gpt2": ROOT / "loadtests" / "locust_gpt2.py"}
 PIPELINE_TYPES = {"vision": common.INFER, "gpt2": common.STREAM}
 CSV_PREFIX = "locust"
+STOP_TIMEOUT_S = 60  # let requests in flight at the end finish and count, rather than vanish
 
 
 def free_ports(n: int) -> list[int]:
@@ -85,7 +86,8 @@ def locust_command(pipelines: list[str], host: str, users: int, spawn_rate: floa
     return [
         sys.executable, "-m", "locust", "-f", ",".join(str(LOCUSTFILES[p]) for p in pipelines), "--headless",
         "-u", str(total), "-r", str(spawn_rate * len(pipelines)), "-t", run_time, "--host", f"http://{host}",
-        "--csv", str(prefix), "--csv-full-history", "--only-summary", "--exit-code-on-error", "1", *extra,
+        "--csv", str(prefix), "--csv-full-history", "--only-summary", "--exit-code-on-error", "1",
+        "--stop-timeout", str(STOP_TIMEOUT_S), *extra,
     ]  # fmt: skip
 
 

@@ -219,6 +219,21 @@ def record_user_stream(user_id: int, result: StreamResult) -> None:
     tally["stream_s"] += result.total_s
 
 
+def _write_final_csv(environment, prefix: str) -> None:
+    """Rewrite the stats, failures and exceptions CSVs from the final in-memory stats.
+
+    locust refreshes them once a second and never at exit, so the last second of requests (and
+    of failures) would be missing from the files the runners read.
+    """
+    from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
+
+    final = StatsCSV(environment, PERCENTILES_TO_REPORT)
+    for suffix, write in (("stats", final.requests_csv), ("failures", final.failures_csv),
+                          ("exceptions", final.exceptions_csv)):  # fmt: skip
+        with open(f"{prefix}_{suffix}.csv", "w", newline="") as f:
+            write(csv.writer(f))
+
+
 def install() -> None:
     """Register the shared options and listeners once, however many locustfiles import this."""
     global _installed
@@ -256,6 +271,8 @@ def install() -> None:
         if "file" in log:
             log["file"].close()
         prefix = getattr(environment.parsed_options, "csv_prefix", None)
+        if prefix:
+            _write_final_csv(environment, prefix)
         if prefix and _user_stats:
             with open(f"{prefix}{USERS_CSV_SUFFIX}", "w", newline="") as f:
                 writer = csv.writer(f)
