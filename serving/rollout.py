@@ -5,7 +5,8 @@
 
 `publish` copies the folder (model.py, model.onnx...) into `<repository>/<model>/<next version>/`
 through a hidden staging folder and a rename, so Triton never sees half a version; then it loads
-the model through the repository API with the admin key and checks that the new version is ready.
+the model through the repository API with the admin key and checks that the new version is ready
+(if it does not load, Triton keeps serving the old one and the new folder is removed again).
 Triton loads the new version next to the old one, switches traffic, then unloads the old one, and
 reloads the ensembles that use the model: no request fails. `rollback` deletes a version folder
 and loads the model again, which brings the highest remaining version back the same way.
@@ -60,6 +61,20 @@ def load(admin: TritonAdmin, model: str, version: int) -> None:
         raise RolloutError(f"{model} version {version} is not READY after the load: see the server log")
 
 
+def roll_out(repository: Path, admin: TritonAdmin, model: str, source: Path) -> int:
+    """Publish `source` as the next version and load it; if it does not load, remove it again and raise.
+
+    Triton keeps serving the loaded version when a reload fails, so a failed rollout changes nothing.
+    """
+    version = publish(repository, model, source)
+    try:
+        load(admin, model, version)
+    except (RolloutError, RuntimeError, OSError) as exc:
+        shutil.rmtree(repository / model / str(version), ignore_errors=True)
+        raise RolloutError(f"{model} version {version} did not load, removed it again: {exc}") from exc
+    return version
+
+
 def rollback(repository: Path, admin: TritonAdmin, model: str, version: int) -> int:
     """Delete version `version` and load the model again; returns the version now served."""
     remaining = [v for v in versions(repository, model) if v != version]
@@ -90,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "publish":
             if args.version_dir is None:
                 parser.error("publish needs --version-dir")
-            version = publish(args.repository, args.model, args.version_dir)
-            load(admin, args.model, version)
+            version = roll_out(args.repository, admin, args.model, args.version_dir)
             sys.stdout.write(f"{args.model}: version {version} published and serving\n")
         else:
             if args.version is None:

@@ -84,8 +84,7 @@ def test_new_version_serves_without_failures_when_published_and_loaded_under_loa
     with Traffic(server.http_url, jpeg) as traffic:
         traffic.wait_for(lambda o: sum(x.ok for x in o) >= 3, 120, "3 answers from version 1")
         load_started = time.monotonic()
-        version = rollout.publish(repo, MODEL, version_2)
-        rollout.load(admin, MODEL, version)
+        version = rollout.roll_out(repo, admin, MODEL, version_2)
         loaded = time.monotonic()
         traffic.wait_for(lambda _: traffic.successes_after(loaded) >= SETTLE, 120, "answers after the load")
         rollback_started = time.monotonic()
@@ -110,3 +109,23 @@ def test_new_version_serves_without_failures_when_published_and_loaded_under_loa
         f"{len(outcomes)} requests, 0 failed; version 1 answers {counts[1]}, version 2 answers {counts[2]}; "
         f"load took {loaded - load_started:.2f}s, rollback {rolled_back - rollback_started:.2f}s\n"
     )
+
+
+def test_failed_rollout_changes_nothing_when_the_new_version_does_not_load(
+    server: TritonServer, version_2: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(version_2, broken)
+    (broken / "model.onnx").write_bytes(b"not an onnx model")
+    admin, jpeg = TritonAdmin(server.http_url, server.admin_key), small_jpeg()
+    before = sorted(p.name for p in (server.repository / MODEL).iterdir())
+    client = httpclient.InferenceServerClient(server.http_url, network_timeout=120)
+    try:
+        expected = infer(client, jpeg)
+        with pytest.raises(rollout.RolloutError, match="did not load, removed it again"):
+            rollout.roll_out(server.repository, admin, MODEL, broken)
+        assert sorted(p.name for p in (server.repository / MODEL).iterdir()) == before
+        assert matches(infer(client, jpeg), expected)  # the loaded version kept serving
+    finally:
+        client.close()
+    assert server.supervisor.reloads == []
