@@ -73,6 +73,7 @@ _PROBE = _obj(
     {
         "httpGet": _obj({"path": STR, "port": INT_OR_STR, "scheme": {"enum": ["HTTP", "HTTPS"]}}, ("port",)),
         "tcpSocket": _obj({"port": INT_OR_STR}, ("port",)),
+        "exec": _obj({"command": _arr(STR)}),
         "initialDelaySeconds": INT,
         "periodSeconds": INT,
         "timeoutSeconds": INT,

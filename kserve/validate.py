@@ -14,6 +14,7 @@ level ran, and exits 1 on any failure.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import functools
 import json
@@ -61,6 +62,14 @@ DECIMAL = {"n": "1e-9", "u": "1e-6", "m": "1e-3", "": "1", "k": "1e3", "M": "1e6
 DECIMAL |= {"P": "1e15", "E": "1e18"}
 MIN_SHM = 1 << 30  # the Python backends move 99.5 MB frames, in batches, through /dev/shm
 MIN_STARTUP_SECONDS = 600
+# Where kserve/image/Dockerfile puts serving/readiness.py (and serving/supervisor.py), and the least
+# time the readiness probe needs for its three inferences.
+IMAGE_SCRIPTS = {
+    "serving/readiness.py": "/opt/tritonyard/readiness.py",
+    "serving/supervisor.py": "/opt/tritonyard/supervisor.py",
+}
+READINESS_SCRIPT = IMAGE_SCRIPTS["serving/readiness.py"]
+READINESS_TIMEOUT = 30
 # Every metric Triton 2.51 exports (https://github.com/triton-inference-server/server/blob/r24.10/docs/user_guide/metrics.md).
 TRITON_METRICS = {
     *(
@@ -491,15 +500,25 @@ def rule_probes(r: Rendered, device: str) -> list[str]:
     http_port = (flag_values(container.get("args", []), "--http-port") or ["8000"])[-1]
     if [str(p) for p in ports] != [http_port]:
         problems.append(f"the serving ports {ports} must be exactly Triton's --http-port ({http_port})")
-    for kind, path in (("startupProbe", None), ("readinessProbe", "/v2/health/ready"), ("livenessProbe", None)):
+    for kind in ("startupProbe", "livenessProbe"):
         probe = container.get(kind)
         if not isinstance(probe, dict) or "httpGet" not in probe:
             problems.append(f"{kind} must be an httpGet probe on Triton's health API")
             continue
         if probe["httpGet"].get("port") not in ports:
             problems.append(f"{kind} port {probe['httpGet'].get('port')} is not the serving port {ports}")
-        if path and probe["httpGet"].get("path") != path:
-            problems.append(f"{kind} path must be {path}")
+    readiness = container.get("readinessProbe")
+    command = (readiness or {}).get("exec", {}).get("command", []) if isinstance(readiness, dict) else []
+    wanted = ["python3", READINESS_SCRIPT, f"--url=127.0.0.1:{http_port}"]
+    if command[:3] != wanted:
+        problems.append(
+            f"readinessProbe must run real inferences: exec {' '.join(wanted)} "
+            "(/v2/health/ready stays 200 while a model whose stub died fails every request)"
+        )
+    elif readiness.get("timeoutSeconds", 1) < READINESS_TIMEOUT:
+        problems.append(
+            f"readinessProbe timeoutSeconds must be >= {READINESS_TIMEOUT}: it runs one inference per pipeline"
+        )
     startup = container.get("startupProbe") or {}
     budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
     if budget < MIN_STARTUP_SECONDS:
@@ -633,8 +652,8 @@ def compare_with_kubectl(folder: Path, objects: list[dict]) -> Check:
     return check
 
 
-def check_image(image_dir: Path = HERE / "image") -> Check:
-    """The Dockerfile builds FROM the NGC release of our Triton version, with our Python packages."""
+def check_image(image_dir: Path = HERE / "image", root: Path = ROOT) -> Check:
+    """The Dockerfile builds FROM the NGC release of our Triton version, with our packages and serving scripts."""
     check = Check(f"image: FROM nvcr.io/nvidia/tritonserver:{NGC_RELEASE}-py3 with {', '.join(IMAGE_PACKAGES)}")
     dockerfile = (image_dir / "Dockerfile").read_text()
     froms = re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
@@ -650,7 +669,36 @@ def check_image(image_dir: Path = HERE / "image") -> Check:
             check.problems.append(f"requirements.txt must pin {package}==<version>")
     if not pins.get("numpy", "1.").startswith("1."):
         check.problems.append("numpy must stay 1.x: Triton 24.10's Python-backend stub is built against numpy 1")
+    check.problems += _image_copies(dockerfile, image_dir, root)
     return check
+
+
+def _image_copies(dockerfile: str, image_dir: Path, root: Path) -> list[str]:
+    """Every COPY source is let through Dockerfile.dockerignore; the serving scripts are copied, stdlib-only."""
+    problems = []
+    copies = dict(re.findall(r"^COPY\s+(\S+)\s+(\S+)\s*$", dockerfile, re.M))
+    ignore = image_dir / "Dockerfile.dockerignore"
+    allowed = set(re.findall(r"^!(\S+)", ignore.read_text(), re.M)) if ignore.is_file() else set()
+    for source in copies:
+        if source not in allowed:
+            problems.append(f"COPY {source}: add !{source} to {ignore.name} (the context is the repository root)")
+    for script, target in IMAGE_SCRIPTS.items():
+        if copies.get(script) != target:
+            problems.append(f"Dockerfile must COPY {script} {target}")
+        problems += [f"{script}: {p}" for p in _stdlib_only(root / script)]
+    return problems
+
+
+def _stdlib_only(path: Path) -> list[str]:
+    """A script the image runs alone on its Python 3.10 must parse as 3.10 and import only the standard library."""
+    try:
+        tree = ast.parse(path.read_text(), feature_version=(3, 10))
+    except (OSError, SyntaxError) as exc:
+        return [f"does not parse as Python 3.10: {exc}"]
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+    outside = sorted(m for m in imported if m.split(".")[0] not in sys.stdlib_module_names | {"__future__"})
+    return [f"imports {', '.join(outside)}: it is copied alone into the image"] if outside else []
 
 
 def check_dashboard(path: Path = DASHBOARD) -> Check:

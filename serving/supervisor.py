@@ -79,6 +79,12 @@ def _stat(proc: Path, pid: str) -> tuple[str, int] | None:
     return fields[0], int(fields[1])
 
 
+def alive(pid: int, proc: Path = Path("/proc")) -> bool:
+    """The process exists and is not a zombie (a dead child its parent has not reaped yet)."""
+    stat = _stat(proc, str(pid))
+    return stat is not None and stat[0] not in "ZX"
+
+
 def scan_stubs(server_pid: int, proc: Path = Path("/proc")) -> tuple[dict[int, Stub], set[int]]:
     """Live stub children of `server_pid` by pid, and the pids of its zombie children.
 
@@ -193,7 +199,7 @@ class Supervisor(threading.Thread):
 
     def run(self) -> None:
         log.info("watching the Python-backend stubs of tritonserver pid %d", self.server_pid)
-        while not self._stop_event.is_set() and _stat(self.proc, str(self.server_pid)) is not None:
+        while not self._stop_event.is_set() and alive(self.server_pid, self.proc):
             try:
                 self.check_once()
             except Exception:  # keep watching: one bad poll must not end the supervisor
@@ -221,7 +227,7 @@ class Supervisor(threading.Thread):
         try:
             state = self.admin.state(stub.model, stub.version)
         except (OSError, RuntimeError, ValueError) as exc:
-            if _stat(self.proc, str(self.server_pid)) is None:
+            if not alive(self.server_pid, self.proc):
                 return  # the server itself is gone: nothing to reload
             state = f"unknown ({exc})"
         if state != "READY":

@@ -5,13 +5,19 @@
 #     expand (the Secret has no key yet): a guessable key would open the model-repository API;
 #  2. waits for `<repository>/.upload-complete`, which `make kserve-upload` writes last, so a
 #     replica never loads a half-copied repository. TRITONYARD_UPLOAD_WAIT_SECS (default 1200)
-#     bounds the wait; 0 skips it, for repositories put there some other way.
+#     bounds the wait; 0 skips it, for repositories put there some other way;
+#  3. starts the stub supervisor (serving/supervisor.py) in the background. Triton never restarts
+#     a Python-backend stub that died; the supervisor watches this process's children (the exec
+#     below turns this process into tritonserver) and reloads such a model through the repository
+#     API with $TRITON_ADMIN_KEY. TRITONYARD_SUPERVISOR names the script; "off" disables it.
 set -eu
 
 repository=/mnt/models
+http_port=8000
 for arg in "$@"; do
   case "$arg" in
     --model-repository=*) repository=${arg#--model-repository=} ;;
+    --http-port=*) http_port=${arg#--http-port=} ;;
     --model-store=*) repository=${arg#--model-store=} ;;
     --http-restricted-api=*:*=* | --grpc-restricted-protocol=*:*=*)
       key=${arg##*=}
@@ -39,6 +45,11 @@ if [ "$wait_secs" -gt 0 ]; then
     sleep 5
     waited=$((waited + 5))
   done
+fi
+
+supervisor=${TRITONYARD_SUPERVISOR:-/opt/tritonyard/supervisor.py}
+if [ "$supervisor" != off ] && [ -f "$supervisor" ]; then
+  python3 "$supervisor" --server-pid "$$" --url "127.0.0.1:${http_port}" &
 fi
 
 exec "${TRITONYARD_NEXT_ENTRYPOINT:-/opt/nvidia/nvidia_entrypoint.sh}" "$@"

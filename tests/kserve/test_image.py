@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.kserve.conftest import KSERVE, validate
+from serving.launcher import TritonServer, find_tritonserver
+from serving.supervisor import scan_stubs
+from tests.integration.conftest import free_ports
+from tests.integration.test_launcher import ECHO_MODEL, tiny_repo
+from tests.kserve.conftest import KSERVE, ROOT, validate
 
 ENTRYPOINT = KSERVE / "image" / "entrypoint.sh"
+SUPERVISOR = ROOT / "serving" / "supervisor.py"
 KEY = "0123456789abcdef" * 4
 
 
@@ -86,3 +94,54 @@ def test_check_dashboard_rejects_query_when_it_names_an_unknown_metric(tmp_path:
     path = tmp_path / "dashboard.json"
     path.write_text(json.dumps(dashboard))
     assert validate.check_dashboard(path).problems == ["'nv_inference_request_sucess' is not a Triton 2.51 metric"]
+
+
+def test_entrypoint_starts_the_supervisor_on_its_own_pid_when_the_script_exists(tmp_path: Path) -> None:
+    env = {**os.environ, "TRITONYARD_SUPERVISOR": str(SUPERVISOR), "TRITONYARD_UPLOAD_WAIT_SECS": "0"}
+    env["TRITONYARD_NEXT_ENTRYPOINT"] = "true"  # exits at once: the supervisor logs, sees no server, stops
+    process = subprocess.Popen(
+        ["sh", str(ENTRYPOINT), "tritonserver", f"--model-repository={tmp_path}", "--http-port=8123"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, stderr = process.communicate(timeout=60)  # returns once the supervisor, holding stderr, exits too
+    assert process.returncode == 0
+    assert f"watching the Python-backend stubs of tritonserver pid {process.pid}" in stderr
+
+
+def test_entrypoint_runs_no_supervisor_when_it_is_off(tmp_path: Path) -> None:
+    env = {**os.environ, "TRITONYARD_SUPERVISOR": "off", "TRITONYARD_UPLOAD_WAIT_SECS": "0"}
+    env["TRITONYARD_NEXT_ENTRYPOINT"] = "true"
+    done = subprocess.run(["sh", str(ENTRYPOINT), "tritonserver"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "watching" not in done.stderr
+
+
+@pytest.mark.integration
+def test_entrypoint_supervisor_reloads_a_model_when_its_stub_is_killed_in_the_container_setup(tmp_path: Path) -> None:
+    """The image's process layout for real: entrypoint -> (supervisor &) -> exec tritonserver, same pid."""
+    install = find_tritonserver()
+    key = secrets.token_hex(32)
+    server = TritonServer(tiny_repo(tmp_path / "repo", "echo", ECHO_MODEL), *free_ports(3), admin_key=key)
+    command = ["tritonserver", *server.command(install)[1:]]
+    env = {**install.env, "PATH": f"{install.binary.parent}{os.pathsep}{install.env['PATH']}", "TRITON_ADMIN_KEY": key}
+    env |= {"TRITONYARD_NEXT_ENTRYPOINT": "env", "TRITONYARD_SUPERVISOR": str(SUPERVISOR)}
+    env |= {"TRITONYARD_UPLOAD_WAIT_SECS": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+    log = tmp_path / "container.log"
+    with log.open("w") as sink:
+        process = subprocess.Popen(["sh", str(ENTRYPOINT), *command], env=env, stdout=sink, stderr=subprocess.STDOUT)
+    server.process = process  # so is_ready() and stop() act on it
+    try:
+        deadline = time.monotonic() + 120
+        while not server.is_ready():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        (victim,) = scan_stubs(process.pid)[0]  # the stub is tritonserver's child: tritonserver kept the pid
+        os.kill(victim, signal.SIGKILL)
+        while "reloaded echo in" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert list(scan_stubs(process.pid)[0]) != [victim]
+        assert key not in log.read_text()
+    finally:
+        server.stop()

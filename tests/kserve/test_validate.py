@@ -6,6 +6,7 @@ import io
 import subprocess
 import sys
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -266,3 +267,45 @@ def test_check_image_rejects_numpy_when_pinned_to_2(kserve_copy) -> None:
     reqs = kserve_copy / "image" / "requirements.txt"
     reqs.write_text(reqs.read_text().replace("numpy==1.26.4", "numpy==2.1.0"))
     assert any("numpy must stay 1.x" in p for p in validate.check_image(kserve_copy / "image").problems)
+
+
+def test_rule_rejects_readiness_when_it_only_asks_triton_health(gpu_objects: list[dict]) -> None:
+    model(gpu_objects)["readinessProbe"] = {"httpGet": {"path": "/v2/health/ready", "port": 8000}}
+    found = only_rule(failing(validate.check_rules(gpu_objects, "gpu")), "probes")
+    assert len(found) == 1 and found[0].startswith("readinessProbe must run real inferences: exec python3 ")
+
+
+def test_rule_rejects_readiness_when_its_timeout_cannot_fit_three_inferences(gpu_objects: list[dict]) -> None:
+    model(gpu_objects)["readinessProbe"]["timeoutSeconds"] = 3
+    found = only_rule(failing(validate.check_rules(gpu_objects, "gpu")), "probes")
+    assert found == ["readinessProbe timeoutSeconds must be >= 30: it runs one inference per pipeline"]
+
+
+def test_check_image_rejects_dockerfile_when_a_serving_script_is_not_copied(kserve_copy) -> None:
+    dockerfile = kserve_copy / "image" / "Dockerfile"
+    dockerfile.write_text(
+        dockerfile.read_text().replace("COPY serving/supervisor.py /opt/tritonyard/supervisor.py\n", "")
+    )
+    problems = validate.check_image(kserve_copy / "image").problems
+    assert problems == ["Dockerfile must COPY serving/supervisor.py /opt/tritonyard/supervisor.py"]
+
+
+READINESS = "serving/readiness.py"
+
+
+def test_check_image_rejects_copy_when_the_dockerignore_keeps_it_out(kserve_copy) -> None:
+    ignore = kserve_copy / "image" / "Dockerfile.dockerignore"
+    ignore.write_text(ignore.read_text().replace("!serving/readiness.py\n", ""))
+    problems = validate.check_image(kserve_copy / "image").problems
+    assert problems == [
+        f"COPY {READINESS}: add !{READINESS} to Dockerfile.dockerignore (the context is the repository root)"
+    ]
+
+
+def test_check_image_rejects_script_when_it_imports_outside_the_stdlib(kserve_copy, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "serving").mkdir(parents=True)
+    (root / "serving" / "readiness.py").write_text("import numpy\nfrom . import sibling\nimport json\n")
+    (root / "serving" / "supervisor.py").write_text("match x:\n    case 1: pass\n")  # 3.10 syntax: fine
+    problems = validate.check_image(kserve_copy / "image", root).problems
+    assert problems == ["serving/readiness.py: imports numpy: it is copied alone into the image"]
