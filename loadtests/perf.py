@@ -45,7 +45,9 @@ VISION = ("ensemble", "ensemble_jpeg")
 PROMPT = "The oil level in the"
 # perf_analyzer gives every output region this size: the largest pipeline output (the 384x384 crop).
 OUTPUT_SHM_BYTES = max(int(np.prod(t.dims)) * 4 for t in PIPELINE_OUTPUTS)
-QUICK = {"concurrency": "1", "request_count": 3, "gpt2_request_count": 10, "stability": 999.0, "max_trials": 3}
+UNSTABLE = "Failed to obtain stable measurement"
+ANY_STABILITY = 999.0  # perf_analyzer accepts any percentage: three windows, taken as they come
+QUICK = {"concurrency": "1", "request_count": 3, "gpt2_request_count": 10, "stability": ANY_STABILITY, "max_trials": 3}
 
 
 def default_tools_venv() -> Path:
@@ -134,27 +136,31 @@ def pa_command(binary: Path, model: str, concurrency: int, http_url: str, grpc_u
     return cmd
 
 
-def merge_csv(parts: list[Path], target: Path) -> list[dict]:
-    """Concatenate perf_analyzer CSVs of one model (same header) into `target`; the rows."""
+def merge_csv(parts: list[Path], target: Path | None) -> list[dict]:
+    """Concatenate perf_analyzer CSVs of one model (same header) into `target` (if given); the rows."""
     rows: list[dict] = []
-    header: list[str] | None = None
     for part in parts:
         with part.open(newline="") as f:
-            reader = csv.DictReader(f)
-            header = header or list(reader.fieldnames or [])
-            rows += list(reader)
-    if header:
-        with target.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
+            rows += list(csv.DictReader(f))
+    if target is not None and rows:
+        write_rows(rows, target)
     return rows
+
+
+def write_rows(rows: list[dict], target: Path) -> None:
+    """Rows with perf_analyzer's columns first (in its order), then any added here."""
+    header = list(dict.fromkeys(k for r in rows for k in r))
+    with target.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def format_table(results: dict[str, list[dict]]) -> str:
     """Markdown: model, concurrency, throughput and client latency percentiles (ms).
 
     For gpt2_stream the latency is to the first response, and responses/s counts streamed pieces.
+    "(unstable)": three windows never agreed within --stability; the figures are from three more.
     """
     lines = ["| model | concurrency | infer/s | responses/s | p50 ms | p90 ms | p99 ms |"]
     lines.append("|---|---:|---:|---:|---:|---:|---:|")
@@ -162,34 +168,55 @@ def format_table(results: dict[str, list[dict]]) -> str:
         for r in rows:
             ms = [float(r[f"p{p} latency"]) / 1000 for p in (50, 90, 99)]
             responses = f"{float(r['Response Throughput']):.1f}" if r.get("Response Throughput") else "-"
-            lines.append(f"| {model} | {r['Concurrency']} | {float(r['Inferences/Second']):.2f} | {responses} | "
+            mark = " (unstable)" if r.get("unstable") else ""
+            lines.append(f"| {model} | {r['Concurrency']}{mark} | {float(r['Inferences/Second']):.2f} | {responses} | "
                          f"{ms[0]:.1f} | {ms[1]:.1f} | {ms[2]:.1f} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def _run_pa(cmd: list[str], env: dict, log: Path, timeout: float) -> int | str:
+    try:
+        with log.open("w") as f:
+            return subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+        return "timeout"
 
 
 def sweep(binary: Path, env: dict, models: list[str], concurrency: list[int], http_url: str, grpc_url: str,
           inputs: dict[str, Path], windows: dict[str, Window], out: Path, timeout: float
           ) -> tuple[dict[str, list[dict]], list[str]]:  # fmt: skip
-    """Run every model at every concurrency; (rows per model, problems)."""
+    """Run every model at every concurrency; (rows per model, problems).
+
+    A point that never settles within --stability (a busy shared machine) is measured once more
+    with three windows taken as they come; its row gets `unstable` = the stability it missed.
+    Any other perf_analyzer failure (refused requests, timeouts) is a problem.
+    """
     results: dict[str, list[dict]] = {}
     problems: list[str] = []
     for model in models:
-        parts = []
+        rows: list[dict] = []
         for c in concurrency:
             part, log = out / f"{model}_c{c}.csv", out / f"{model}_c{c}.log"
-            cmd = pa_command(binary, model, c, http_url, grpc_url, inputs[model], windows[model], part)
+            window = windows[model]
             sys.stderr.write(f"perf_analyzer {model} concurrency {c}\n")
-            try:
-                with log.open("w") as f:
-                    rc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
-            except subprocess.TimeoutExpired:
-                rc = "timeout"
+            cmd = pa_command(binary, model, c, http_url, grpc_url, inputs[model], window, part)
+            rc = _run_pa(cmd, env, log, timeout)
+            unstable = rc != 0 and UNSTABLE in log.read_text(errors="replace")
+            if unstable:
+                sys.stderr.write(f"  not stable within {window.stability:g}% in {window.max_trials} windows: "
+                                 "measuring once more without the stability test\n")  # fmt: skip
+                log = out / f"{model}_c{c}_unstable.log"
+                loose = Window(window.request_count, ANY_STABILITY, 3)
+                cmd = pa_command(binary, model, c, http_url, grpc_url, inputs[model], loose, part)
+                rc = _run_pa(cmd, env, log, timeout)
             if rc != 0 or not part.is_file():
                 tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-3:])
                 problems.append(f"{model} at concurrency {c}: perf_analyzer exit {rc}: {tail}")
                 continue
-            parts.append(part)
-        results[model] = merge_csv(parts, out / f"{model}.csv") if parts else []
+            rows += [{**r, "unstable": f"{window.stability:g}%" if unstable else ""} for r in merge_csv([part], None)]
+        results[model] = rows
+        if rows:
+            write_rows(rows, out / f"{model}.csv")
     return results, problems
 
 

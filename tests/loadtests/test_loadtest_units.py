@@ -159,3 +159,34 @@ def test_merge_csv_keeps_one_header_when_joining_concurrencies(tmp_path: Path) -
     assert [r["Concurrency"] for r in rows] == ["1", "2"]
     with (tmp_path / "all.csv").open() as f:
         assert list(csv.reader(f)) == [["Concurrency", "Inferences/Second"], ["1", "1.5"], ["2", "3.0"]]
+
+
+FAKE_PA = """#!{python}
+import sys
+args = sys.argv[1:]
+value = lambda flag: args[args.index(flag) + 1]
+if float(value("--stability-percentage")) < 999 and value("--concurrency-range") == "2":
+    print("Failed to obtain stable measurement within 10 measurement windows for concurrency 2.")
+    sys.exit(2)
+if value("-m") == "gpt2":
+    print("error: model refused")
+    sys.exit(99)
+with open(value("-f"), "w") as f:
+    f.write("Concurrency,Inferences/Second,p50 latency,p90 latency,p99 latency\\n")
+    f.write(value("--concurrency-range") + ",2.5,1000,2000,3000\\n")
+"""
+
+
+def test_sweep_remeasures_and_marks_the_point_when_perf_analyzer_never_settles(tmp_path: Path) -> None:
+    import sys
+
+    fake = tmp_path / "perf_analyzer"
+    fake.write_text(FAKE_PA.format(python=sys.executable))
+    fake.chmod(0o755)
+    windows = {m: perf.Window(5, 25.0, 10) for m in perf.MODELS}
+    inputs = {m: tmp_path for m in perf.MODELS}
+    results, problems = perf.sweep(fake, {}, ["ensemble", "gpt2"], [1, 2], "h:1", "h:2", inputs, windows, tmp_path, 60)
+    assert [(r["Concurrency"], r["unstable"]) for r in results["ensemble"]] == [("1", ""), ("2", "25%")]
+    assert (tmp_path / "ensemble_c2_unstable.log").is_file()
+    assert results["gpt2"] == [] and len(problems) == 2 and all("exit 99" in p for p in problems)
+    assert "| ensemble | 2 (unstable) | 2.50 |" in perf.format_table(results)
