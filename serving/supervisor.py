@@ -215,8 +215,8 @@ class Supervisor(threading.Thread):
             del self._known[pid]
             if stub.key in {s.key for s in live.values()}:
                 continue  # Triton replaced the instance itself (an admin reload)
-            how = "killed, left a zombie" if pid in zombies else "exited"
-            self._suspect(stub, f"stub pid {pid} of instance {stub.instance} {how}")
+            how = " (a zombie: not reaped by tritonserver)" if pid in zombies else ""
+            self._suspect(stub, f"stub pid {pid} of instance {stub.instance} died{how}")
         self._known.update(live)
         now = time.monotonic()
         for model, (reason, attempts, due) in list(self._pending.items()):
