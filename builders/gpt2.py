@@ -65,8 +65,8 @@ class Gpt2Config:
     int8: bool = False  # dynamic int8 quantization of the MatMuls
     seed: int = 0
     max_slots: int = 8  # in-flight batch size of the generation loop
-    # Requests waiting for a slot; more are refused with UNAVAILABLE. The engine takes requests off
-    # Triton's queue at once, so this, not max_queue_size, bounds gpt2/gpt2_stream under overload.
+    # Requests waiting for a slot; more are refused with UNAVAILABLE. gpt2/gpt2_stream take requests off
+    # Triton's queue at once (no dynamic batching: the engine batches), so this bounds them under overload.
     max_pending: int = 32
     # Prompts above this many UTF-8 bytes are refused before tokenizing (GPT-2 averages ~4 bytes a token,
     # so 32 KiB is 8x the 124M context: only abuse hits it, and it costs nothing to refuse).
@@ -128,6 +128,7 @@ def specs(cfg: Gpt2Config, dims: Gpt2Dims | None = None) -> list[ModelSpec]:
         "outputs": GENERATE_OUTPUTS,
         "optional_inputs": OPTIONAL_GENERATE_INPUTS,
         "parameters": params,
+        "own_batching": True,  # the in-flight engine batches; max_pending bounds its backlog
     }
     return [
         OnnxModel(

@@ -128,6 +128,10 @@ class PythonModel:
     instances: int = 1
     optional_inputs: frozenset[str] = frozenset()
     decoupled: bool = False  # responses go through the response sender: 0..n per request (streaming)
+    # The model batches in its own engine and execute() returns at once: Triton's dynamic batcher only adds
+    # stalls there (on 2.51 a burst reached execute() in 0.5 s waves), so such a model gets none and must
+    # bound its own backlog.
+    own_batching: bool = False
     shared: tuple[str, ...] = ()  # more modules shipped beside model.py, as "<python_backends folder>/<file>.py"
 
 
@@ -246,7 +250,8 @@ def model_config(spec: ModelSpec, target: Target) -> ModelConfig:
     if isinstance(spec, Ensemble):
         body.update(_ensemble_dict(spec))
     else:
-        body.update(_batching(target))
+        if not (isinstance(spec, PythonModel) and spec.own_batching):
+            body.update(_batching(target))
         body.update(_onnx_dict(spec, target) if isinstance(spec, OnnxModel) else _python_dict(spec, target))
     try:
         return json_format.ParseDict(body, ModelConfig())

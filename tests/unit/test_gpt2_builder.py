@@ -144,9 +144,11 @@ def test_configs_parse_back_with_kv_dims_and_parameters_when_built(tiny_repo: Pa
     assert configs["gpt2_stream"].model_transaction_policy.decoupled
     assert not configs["gpt2"].model_transaction_policy.decoupled
     assert configs["gpt2_tokenizer"].parameters["max_prompt_bytes"].string_value == "32768"
-    for name in gpt2.MODELS:  # every model is dynamically batched, so every queue is bounded
+    for name in ("gpt2_decoder", "gpt2_tokenizer", "gpt2_detokenizer"):  # dynamically batched: bounded queues
         policy = configs[name].dynamic_batching.default_queue_policy
         assert policy.max_queue_size == 16 and policy.timeout_action == policy.REJECT
+    for name in ("gpt2", "gpt2_stream"):  # the engine batches; max_pending bounds it
+        assert not configs[name].HasField("dynamic_batching")
 
 
 def test_cli_limits_reach_the_generated_configs_when_flags_are_given(tmp_path: Path) -> None:
@@ -161,10 +163,11 @@ def test_cli_limits_reach_the_generated_configs_when_flags_are_given(tmp_path: P
         repo_path.parent.mkdir()
         repo_path.write_text(text_format.MessageToString(model_config(spec, cfg.target)))
         config = read_config(repo_path)
-        policy = config.dynamic_batching.default_queue_policy
-        assert (policy.max_queue_size, policy.default_timeout_microseconds) == (5, 250_000)
         if spec.name in ("gpt2", "gpt2_stream"):
             assert config.parameters["max_pending"].string_value == "3"
+        else:
+            policy = config.dynamic_batching.default_queue_policy
+            assert (policy.max_queue_size, policy.default_timeout_microseconds) == (5, 250_000)
         if spec.name in ("gpt2", "gpt2_stream", "gpt2_tokenizer"):
             assert config.parameters["max_prompt_bytes"].string_value == "100"
 

@@ -44,9 +44,12 @@ def test_model_config_uses_queue_overrides_when_limits_are_given() -> None:
     assert only_size.default_queue_policy.default_timeout_microseconds == 5_000_000
 
 
-def test_model_config_has_no_queue_policy_when_model_is_an_ensemble_or_batching_is_off() -> None:
+def test_model_config_has_no_queue_policy_when_model_is_an_ensemble_batches_itself_or_batching_is_off() -> None:
     ensemble = Ensemble("ens", (CROP,), (OIL_PCT,), (EnsembleStep(ONNX.name, {CROP.name: CROP.name}, {}),))
     assert not parsed(ensemble, Target("cpu")).HasField("dynamic_batching")  # its steps' queues bound it
+    engine = PythonModel("gen", "gpt2_generate", (CROP,), (OIL_PCT,), own_batching=True)
+    assert not parsed(engine, Target("cpu")).HasField("dynamic_batching")
+    assert parsed(engine, Target("cpu")).max_batch_size == 4  # requests still carry a batch dimension
     assert not parsed(ONNX, Target("cpu", dynamic_batching=False)).HasField("dynamic_batching")
 
 
