@@ -54,6 +54,42 @@ def _streams(url: str, prompt: str, n: int, new_tokens: int) -> tuple[float, flo
     return tokens / wall, statistics.median(g.ttft_s for g in gens), statistics.median(g.itl_s for g in gens)
 
 
+def measure(server: TritonServer, repo: Path, new_tokens: int = 64, prompt_tokens: int = 16) -> list[dict]:
+    """Rows of {mode, streams, tok_s, ttft_ms, itl_ms}: the baseline loop, then 1, 4 and 8 server-side streams."""
+    tokenizer = repo / "gpt2_tokenizer" / "1" / "tokenizer.json"
+    prompt = _prompt(tokenizer, prompt_tokens)
+    client.generate(server.http_url, prompt, max_tokens=4)  # warm-up: sessions, caches, first allocations
+    base, _ = client.baseline(server.http_url, prompt, tokenizer, new_tokens)
+    per_token = base.total_s / max(1, base.completion_tokens)  # every token is one full round trip
+    rows = [_row("baseline client loop (no cache)", 1, base.tokens_per_s, per_token, per_token)]
+    for n in (1, 4, 8):
+        tps, ttft, itl = _streams(server.grpc_url, prompt, n, new_tokens)
+        rows.append(_row(f"server-side, {n} stream{'s' if n > 1 else ''}", n, tps, ttft, itl))
+    return rows
+
+
+def _row(mode: str, streams: int, tok_s: float, ttft_s: float, itl_s: float) -> dict:
+    return {"mode": mode, "streams": streams, "tok_s": tok_s, "ttft_ms": ttft_s * 1000, "itl_ms": itl_s * 1000}
+
+
+def table(rows: list[dict]) -> list[str]:
+    """The printed table and its headline ratios."""
+    out = [f"{'mode':<34} {'tok/s':>8} {'TTFT ms':>9} {'ITL ms':>8}"]
+    out += [f"{r['mode']:<34} {r['tok_s']:>8.1f} {r['ttft_ms']:>9.0f} {r['itl_ms']:>8.1f}" for r in rows]
+    base, single, eight = rows[0], rows[1], rows[3]
+    out.append(f"single stream / baseline: {single['tok_s'] / base['tok_s']:.1f}x (target >= 3x)")
+    out.append(f"8 streams / single stream: {eight['tok_s'] / single['tok_s']:.1f}x (target >= 2.5x); "
+               f"ITL 8 streams / single: {eight['itl_ms'] / single['itl_ms']:.1f}x (target <= 3x)")  # fmt: skip
+    return out
+
+
+def build_124m(repo: Path) -> None:
+    """The 124M-shaped stand-in, built with the project's builder."""
+    build = [sys.executable, "-m", "builders", "gpt2", "--gpt2-size", "124m", "--out", str(repo)]
+    sys.stderr.write(f"building the 124M-shaped stand-in into {repo}\n")
+    subprocess.run(build, check=True, cwd=ROOT)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_gpt2", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -67,28 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     repo = args.repository
     if repo is None:
         repo = DEFAULT_REPO
-        build = [sys.executable, "-m", "builders", "gpt2", "--gpt2-size", "124m", "--out", str(repo)]
-        sys.stderr.write(f"building the 124M-shaped stand-in into {repo}\n")
-        subprocess.run(build, check=True, cwd=ROOT)
-    tokenizer = repo / "gpt2_tokenizer" / "1" / "tokenizer.json"
-    prompt = _prompt(tokenizer, args.prompt_tokens)
-    rows = []
+        build_124m(repo)
     with TritonServer(repo, args.http_port, args.grpc_port, args.metrics_port, ready_timeout=600) as server:
-        client.generate(server.http_url, prompt, max_tokens=4)  # warm-up: sessions, caches, first allocations
-        base, _ = client.baseline(server.http_url, prompt, tokenizer, args.new_tokens)
-        per_token = base.total_s / max(1, base.completion_tokens)  # every token is one full round trip
-        rows.append(("baseline client loop (no cache)", base.tokens_per_s, per_token, per_token))
-        for n in (1, 4, 8):
-            tps, ttft, itl = _streams(server.grpc_url, prompt, n, args.new_tokens)
-            rows.append((f"server-side, {n} stream{'s' if n > 1 else ''}", tps, ttft, itl))
-    single = rows[1][1]
-    out = [f"GPT-2 benchmark: {args.prompt_tokens}-token prompt, {args.new_tokens} new tokens, repository {repo}",
-           f"{'mode':<34} {'tok/s':>8} {'TTFT ms':>9} {'ITL ms':>8}"]  # fmt: skip
-    out += [f"{name:<34} {tps:>8.1f} {ttft * 1000:>9.0f} {itl * 1000:>8.1f}" for name, tps, ttft, itl in rows]
-    out.append(f"single stream / baseline: {single / rows[0][1]:.1f}x (target >= 3x)")
-    out.append(f"8 streams / single stream: {rows[3][1] / single:.1f}x (target >= 2.5x); "
-               f"ITL 8 streams / single: {rows[3][3] / rows[1][3]:.1f}x (target <= 3x)")  # fmt: skip
-    sys.stdout.write("\n".join(out) + "\n")
+        rows = measure(server, repo, args.new_tokens, args.prompt_tokens)
+    head = f"GPT-2 benchmark: {args.prompt_tokens}-token prompt, {args.new_tokens} new tokens, repository {repo}"
+    sys.stdout.write("\n".join([head, *table(rows)]) + "\n")
     return 0
 
 

@@ -120,6 +120,7 @@ class InProcessChain:
 
 # --- senders: one per worker thread, each sends the reference frame once per call -----------------
 
+
 @dataclass
 class Sender:
     """Sends the reference frame once per call; `close` releases its client (in the thread that used it:

@@ -1,0 +1,40 @@
+"""`make bench --quick` end to end: every path of the benchmark against real servers, so the harness cannot rot."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from loadtests import bench, report
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_writes_full_report_when_run_in_quick_mode(model_repo: Path, tmp_path: Path) -> None:
+    results = bench.run(bench.Plan.quick(), tmp_path, repo=model_repo, nobatch=None)
+
+    assert report.error_count(results) == 0
+    assert set(results["transports"]) == {"http_json", "http_binary", "grpc", "shm", "jpeg"}
+    for kind, row in results["transports"].items():
+        assert row["requests"] >= 1 and row["payload_bytes"] > 0, kind
+    payload = {k: r["payload_bytes"] for k, r in results["transports"].items()}
+    assert payload["shm"] < payload["jpeg"] < payload["http_binary"] < payload["http_json"]
+    for rows in (*results["served"].values(), *results["fastapi"].values()):
+        assert [r["concurrency"] for r in rows] == list(bench.Plan.quick().concurrency)
+        assert all(r["requests"] == r["concurrency"] and r["throughput_per_s"] > 0 for r in rows)
+    batching = results["batching"]
+    assert batching["on"]["requests"] == batching["off"]["requests"] == 8
+    assert all(s["inferences"] == s["executions"] for s in batching["off_stats"].values())  # truly off
+    assert [r["streams"] for r in results["gpt2"]] == [1, 1, 4, 8] and all(r["tok_s"] > 0 for r in results["gpt2"])
+    assert all(math.isfinite(h["ratio"]) and h["ratio"] > 0 for h in report.headlines(results).values())
+    assert results["machine"]["triton"].startswith("2.")
+
+    text = (tmp_path / "report.md").read_text()
+    for heading in ("## Machine", "## Headlines", "transport", "in-process floor", "batching", "FastAPI", "GPT-2"):
+        assert heading in text
+    for plot in ("throughput.png", "latency.png"):
+        assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "results.json").read_text())["floor"]["errors"] == 0
