@@ -67,6 +67,11 @@ class VisionConfig:
     seed: int = 0
     max_image_bytes: int = 32 * 1024 * 1024
     max_image_pixels: int = 7680 * 4320
+    cpu_threads: int = 2  # intra-op threads of the two networks on the cpu target
+
+    def __post_init__(self) -> None:
+        if self.cpu_threads < 1:
+            raise BuildError(f"--cpu-threads must be >= 1, got {self.cpu_threads}")
 
     @property
     def target(self) -> Target:
@@ -109,7 +114,7 @@ def specs(cfg: VisionConfig) -> list[ModelSpec]:
             concat_batch=False,
             output_checks=CHECKS["preprocessing"],
         ),
-        OnnxModel("yolov8", (LETTERBOXED,), (DETECTIONS,), output_checks=CHECKS["yolov8"]),
+        OnnxModel("yolov8", (LETTERBOXED,), (DETECTIONS,), cfg.cpu_threads, output_checks=CHECKS["yolov8"]),
         OnnxModel(
             "postprocessing",
             (FRAME, DETECTIONS),
@@ -118,7 +123,7 @@ def specs(cfg: VisionConfig) -> list[ModelSpec]:
             concat_batch=False,
             output_checks=CHECKS["postprocessing"],
         ),
-        OnnxModel("efficientnet_v2", (CROP,), (OIL_PCT,), output_checks=CHECKS["efficientnet_v2"]),
+        OnnxModel("efficientnet_v2", (CROP,), (OIL_PCT,), cfg.cpu_threads, output_checks=CHECKS["efficientnet_v2"]),
         # ensemble_jpeg's own letterbox and crop read the decoded bytes; decoded pixels cannot be NaN.
         OnnxModel("preprocessing_u8", (FRAME_U8,), (LETTERBOXED,), cpu_threads=1, concat_batch=False),
         OnnxModel("postprocessing_u8", (FRAME_U8, DETECTIONS), (CROP,), cpu_threads=1, concat_batch=False),

@@ -137,3 +137,12 @@ def test_u8_steps_equal_fp32_steps_when_pixels_are_the_same() -> None:
     with torch.no_grad():
         assert torch.equal(LetterboxFrameU8()(u8), LetterboxFrame()(fp32))
         assert (CropBestBoxU8()(u8, det) - CropBestBox()(fp32, det)).abs().max() < 1e-3
+
+
+def test_vision_specs_use_cpu_threads_when_given() -> None:
+    by_name = {s.name: s for s in vision.specs(vision.VisionConfig(cpu_threads=1))}
+    for name in ("yolov8", "efficientnet_v2"):
+        cfg = model_config(by_name[name], Target("cpu"))
+        assert cfg.parameters["intra_op_threads"].string_value == "1"
+    with pytest.raises(BuildError, match="--cpu-threads"):
+        vision.VisionConfig(cpu_threads=0)
