@@ -12,16 +12,24 @@ GRPC_PORT       ?= 8001
 METRICS_PORT    ?= 8002
 BUILD_ARGS      ?=
 KSERVE_OVERLAY  ?= gpu
+TOOLS_VENV      ?= .venv-tools
+# perf_analyzer from the tritonclient wheel: 2.52's binary needs glibc 2.38, 2.51's runs on Debian 12 (2.36).
+PERF_ANALYZER_VERSION := 2.51.0
+LOADTEST_ARGS   ?=
+PERF_ARGS       ?=
+SOAK_ARGS       ?=
+BENCH_ARGS      ?=
 SUDO            := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Model hubs are unreachable here: never let a library try them.
 export HF_HUB_OFFLINE := 1
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := False
 export MODEL_REPOSITORY HTTP_PORT GRPC_PORT METRICS_PORT DEVICE
+export TOOLS_VENV
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup build serve demo test lint clean bench-gpt2 kserve-validate kserve-upload
+.PHONY: help setup build serve demo test lint clean bench bench-gpt2 kserve-validate kserve-upload loadtest perf perf-tools soak
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -50,6 +58,9 @@ demo: build ## build, start Triton, run the CLO client on a synthetic 4K frame a
 		$(PY) -m clients.clo --synthetic --save demo_clo.png && \
 		$(PY) -m clients.gpt2 "The oil level in the" --max-tokens 24 --stream'
 
+bench: setup ## benchmark report in loadtests/results/<date>/ (~15 min; BENCH_ARGS=--quick for a smoke run)
+	$(PY) -m loadtests.bench $(BENCH_ARGS)
+
 bench-gpt2: setup ## GPT-2 figures: baseline loop vs 1/4/8 server-side streams (124M-shaped stand-in)
 	$(PY) -m loadtests.bench_gpt2
 
@@ -62,7 +73,27 @@ kserve-validate: setup ## check kserve/ offline: KServe CRD schemas (or the fall
 kserve-upload: setup ## kubectl cp $(MODEL_REPOSITORY) onto the KServe PVC (KSERVE_OVERLAY=gpu|cpu, built with that DEVICE)
 	$(PY) kserve/upload.py --overlay $(KSERVE_OVERLAY) --repository $(MODEL_REPOSITORY)
 
-test: setup lint kserve-validate ## lint, KServe manifest checks, then all tests (unit, model.py, real-tritonserver integration)
+loadtest: setup ## locust, headless, both pipelines (LOADTEST_ARGS="--users 2 --run-time 1m --url HOST:PORT ...")
+	$(PY) -m loadtests.loadtest --repository $(MODEL_REPOSITORY) $(LOADTEST_ARGS)
+
+perf-tools: $(TOOLS_VENV)/.installed-$(PERF_ANALYZER_VERSION) ## install perf_analyzer (tritonclient 2.51 wheel) into its own venv .venv-tools, apt libb64-0d too
+
+$(TOOLS_VENV)/.installed-$(PERF_ANALYZER_VERSION):
+	@dpkg -s libb64-0d >/dev/null 2>&1 || { echo "installing libb64-0d (perf_analyzer links it)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libb64-0d >/dev/null; }
+	@test -x $(TOOLS_VENV)/bin/python || python3 -m venv $(TOOLS_VENV)
+	@echo "installing perf_analyzer into $(TOOLS_VENV) (its tritonclient pins protobuf<5, so it stays out of $(VENV))"
+	@set -o pipefail; $(TOOLS_VENV)/bin/python -m pip install --disable-pip-version-check -q --no-deps \
+		tritonclient==$(PERF_ANALYZER_VERSION) nvidia-cuda-runtime-cu12==12.9.79 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@touch $@
+
+perf: setup perf-tools ## perf_analyzer concurrency sweep of ensemble (shm), ensemble_jpeg, gpt2, gpt2_stream (PERF_ARGS=...)
+	$(PY) -m loadtests.perf --repository $(MODEL_REPOSITORY) --tools-venv $(TOOLS_VENV) $(PERF_ARGS)
+
+soak: setup ## locust on both pipelines for 10 min; fails on any error or >10% memory growth (SOAK_ARGS=...)
+	$(PY) -m loadtests.soak --repository $(MODEL_REPOSITORY) $(SOAK_ARGS)
+
+test: setup lint kserve-validate perf-tools ## lint, KServe manifest checks, then all tests (unit, model.py, real-tritonserver integration)
 	@$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): nothing to run is not a failure"; exit 0; fi; \
 	exit $$rc
