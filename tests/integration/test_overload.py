@@ -8,11 +8,13 @@ dynamically batched vision model holds 2 queued requests, and the GPT-2 engine 2
 from __future__ import annotations
 
 import io
+import json
 import logging
 import shutil
 import statistics
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -232,6 +234,22 @@ def flood(
     return threads
 
 
+def generate_stream(url: str) -> Callable[[httpclient.InferenceServerClient], object]:
+    """gpt2_stream over server-sent events (refusals come back as HTTP 400 there: Triton 2.51's /generate_stream
+    maps a model's errors to 400, so only the message says "overloaded")."""
+
+    def call(_: httpclient.InferenceServerClient) -> None:
+        body = json.dumps({"text_input": PROMPT, "max_tokens": NEW_TOKENS}).encode()
+        req = urllib.request.Request(f"http://{url}/v2/models/gpt2_stream/generate_stream", body, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=300) as r:
+                r.read()
+        except urllib.error.HTTPError as exc:
+            assert "overloaded" in exc.read().decode()
+
+    return call
+
+
 PATIENT = RetryPolicy(retries=12, base_delay_s=0.2, max_delay_s=2.0, deadline_s=60.0)
 
 
@@ -241,6 +259,10 @@ def test_retrying_clients_get_through_when_the_overload_passes(server, jpeg, cap
     for call, retrying, served in (
         (ensemble_jpeg(jpeg), lambda: clo.infer_encoded(jpeg, (640, 360)), lambda r: r.crop.shape == CROP.dims),
         (generate, lambda: gpt2_client.generate(server.http_url, PROMPT, retry_policy=PATIENT, max_tokens=8),
+         lambda r: r.completion_tokens > 0),
+        # A gRPC stream reports the refusal without a status code: the client recognises the message.
+        (generate_stream(server.http_url),
+         lambda: gpt2_client.stream(server.grpc_url, PROMPT, retry_policy=PATIENT, max_tokens=8),
          lambda r: r.completion_tokens > 0),
     ):  # fmt: skip
         caplog.clear()
