@@ -29,9 +29,8 @@ from pathlib import Path
 from clients.synthetic import synthetic_frame
 from loadtests import bench_gpt2, report
 from loadtests import bench_vision as bv
-from loadtests.loadtest import free_ports
 from python_backends.image_decoder import frames
-from serving.launcher import TritonServer
+from serving.launcher import TritonServer, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "bench"

@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtests import locust_common as common
-from serving.launcher import ServerError, TritonServer
+from serving.launcher import ServerError, TritonServer, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "loadtests" / "results"
@@ -34,17 +33,6 @@ LOCUSTFILES = {"vision": ROOT / "loadtests" / "locust_vision.py", "gpt2": ROOT /
 PIPELINE_TYPES = {"vision": common.INFER, "gpt2": common.STREAM}
 CSV_PREFIX = "locust"
 STOP_TIMEOUT_S = 60  # let requests in flight at the end finish and count, rather than vanish
-
-
-def free_ports(n: int) -> list[int]:
-    """n TCP ports free on 127.0.0.1 right now (so a second server never collides with `make serve`)."""
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def timestamped(kind: str) -> Path:

@@ -21,8 +21,7 @@ from pathlib import Path
 
 from loadtests import bench_vision as bv
 from loadtests.bench import reference
-from loadtests.loadtest import free_ports
-from serving.launcher import TritonServer
+from serving.launcher import TritonServer, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("image_decoder", "preprocessing", "preprocessing_u8", "yolov8", "postprocessing", "postprocessing_u8",
@@ -38,11 +37,11 @@ PHASES = (  # (label, from timestamp, to timestamp) of Triton's TIMESTAMPS trace
 def trace_breakdown(trace_file: Path) -> dict[str, dict[str, float]]:
     """Mean milliseconds per phase for each model in a Triton TIMESTAMPS trace file."""
     records = json.loads(trace_file.read_text() or "[]")
-    by_id: dict[tuple, dict] = collections.defaultdict(dict)
-    for rec in records:  # a trace's model name and its timestamps may come in separate records
-        key = (rec.get("id"), rec.get("parent_id", 0))
-        entry = by_id[key]
-        entry.setdefault("model", rec.get("model_name"))
+    by_id: dict[int, dict] = collections.defaultdict(dict)
+    for rec in records:  # Triton writes a trace's model name and each of its timestamps as separate records
+        entry = by_id[rec["id"]]
+        if "model_name" in rec:
+            entry["model"] = rec["model_name"]
         for ts in rec.get("timestamps", []):
             entry[ts["name"]] = int(ts["ns"])
     sums: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)

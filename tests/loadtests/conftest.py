@@ -11,8 +11,7 @@ import pytest
 from clients import gpt2
 from clients.clo import CloClient
 from clients.synthetic import synthetic_frame
-from loadtests.loadtest import free_ports
-from serving.launcher import TritonServer
+from serving.launcher import TritonServer, free_ports
 
 
 @pytest.fixture(scope="package")
