@@ -33,8 +33,7 @@ from builders.triton_config import OnnxModel, QueueLimits, Target
 from clients import gpt2 as gpt2_client
 from clients.clo import CloClient
 from clients.retry import RetryPolicy
-from serving.launcher import TritonServer
-from tests.integration.conftest import free_ports
+from serving.launcher import TritonServer, free_ports
 
 pytestmark = pytest.mark.integration
 
