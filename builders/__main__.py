@@ -146,6 +146,7 @@ def _build_vision(args: argparse.Namespace) -> None:
             max_image_bytes=args.max_image_bytes,
             max_image_pixels=args.max_image_pixels,
             cpu_threads=args.cpu_threads,
+            queue=_queue(args),
         ),
         args.out,
     )

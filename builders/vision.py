@@ -38,6 +38,7 @@ from builders.triton_config import (
     OnnxModel,
     OutputCheck,
     PythonModel,
+    QueueLimits,
     Target,
 )
 
@@ -68,6 +69,7 @@ class VisionConfig:
     max_image_bytes: int = 32 * 1024 * 1024
     max_image_pixels: int = 7680 * 4320
     cpu_threads: int = 2  # intra-op threads of the two networks on the cpu target
+    queue: QueueLimits = QueueLimits()  # queue bounds of every dynamically batched step (target defaults)
 
     def __post_init__(self) -> None:
         if self.cpu_threads < 1:
@@ -75,7 +77,7 @@ class VisionConfig:
 
     @property
     def target(self) -> Target:
-        return Target(self.device, self.tensorrt_fp16, self.dynamic_batching)
+        return Target(self.device, self.tensorrt_fp16, self.dynamic_batching, self.queue)
 
 
 # Bad pixels are caught on small outputs instead of scanning 99.5 MB frames: each frame pixel feeds one

@@ -12,7 +12,16 @@ from google.protobuf import text_format
 from builders import onnx_export, repository, vision
 from builders.contract import FRAME, FRAME_U8, OIL_PCT, TensorSpec
 from builders.errors import BuildError
-from builders.triton_config import Ensemble, EnsembleStep, ModelConfig, OnnxModel, Target, model_config, read_config
+from builders.triton_config import (
+    Ensemble,
+    EnsembleStep,
+    ModelConfig,
+    OnnxModel,
+    QueueLimits,
+    Target,
+    model_config,
+    read_config,
+)
 
 ONNX_MODELS = ["preprocessing", "yolov8", "postprocessing", "efficientnet_v2", "preprocessing_u8", "postprocessing_u8"]
 MODELS = [*ONNX_MODELS, "image_decoder", "ensemble", "ensemble_jpeg"]
@@ -146,3 +155,12 @@ def test_vision_specs_use_cpu_threads_when_given() -> None:
         assert cfg.parameters["intra_op_threads"].string_value == "1"
     with pytest.raises(BuildError, match="--cpu-threads"):
         vision.VisionConfig(cpu_threads=0)
+
+
+def test_vision_specs_bound_every_step_queue_when_limits_are_given() -> None:
+    cfg = vision.VisionConfig(queue=QueueLimits(max_queue_size=3, timeout_ms=250))
+    for spec in vision.specs(cfg):
+        if isinstance(spec, Ensemble):
+            continue  # ensembles have no queue of their own; their steps' queues bound them
+        policy = model_config(spec, cfg.target).dynamic_batching.default_queue_policy
+        assert (policy.max_queue_size, policy.default_timeout_microseconds) == (3, 250_000), spec.name
