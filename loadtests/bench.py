@@ -99,7 +99,7 @@ def machine(repo: Path, triton_version: str) -> dict:
     import onnxruntime
 
     gpu = subprocess.run(["sh", "-c", "nvidia-smi -L"], capture_output=True, text=True)
-    onnx_sizes = {p.parent.parent.name: round(p.stat().st_size / 1e6, 1) for p in sorted(repo.glob("*/1/model.onnx"))}
+    onnx_sizes = {p.parent.parent.name: p.stat().st_size for p in sorted(repo.glob("*/1/model.onnx"))}
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
@@ -110,7 +110,7 @@ def machine(repo: Path, triton_version: str) -> dict:
         "onnxruntime": onnxruntime.__version__,
         "numpy": numpy.__version__,
         "python": sys.version.split()[0],
-        "model_onnx_mb": onnx_sizes,
+        "model_onnx_bytes": onnx_sizes,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 

@@ -104,7 +104,9 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 
 def _mb(n: int | None) -> str:
-    return "-" if n is None else f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n} B"
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} KB" if n >= 1e3 else f"{n} B"
 
 
 def markdown(results: dict) -> str:
@@ -124,8 +126,8 @@ def markdown(results: dict) -> str:
         f"- GPU: {gpu}",
         f"- Triton {m['triton']} (pip nvidia-pytriton build, Python backend), onnxruntime {m['onnxruntime']}, "
         f"numpy {m['numpy']}, Python {m['python']}",
-        "- Models (random stand-in weights, real architectures; ONNX MB): "
-        + ", ".join(f"{k} {v}" for k, v in m["model_onnx_mb"].items()),
+        "- Models (random stand-in weights, real architectures; model.onnx sizes): "
+        + ", ".join(f"{k} {_mb(v)}" for k, v in m["model_onnx_bytes"].items()),
         "",
         "## Headlines",
         "",
