@@ -58,7 +58,7 @@ demo: build ## build, start Triton, run the CLO client on a synthetic 4K frame a
 		$(PY) -m clients.clo --synthetic --save demo_clo.png && \
 		$(PY) -m clients.gpt2 "The oil level in the" --max-tokens 24 --stream'
 
-bench: setup ## benchmark report in loadtests/results/<date>/ (~15 min; BENCH_ARGS=--quick for a smoke run)
+bench: setup ## benchmark report in loadtests/results/<date>/ (~10 min; BENCH_ARGS=--quick for a smoke run)
 	$(PY) -m loadtests.bench $(BENCH_ARGS)
 
 bench-gpt2: setup ## GPT-2 figures: baseline loop vs 1/4/8 server-side streams (124M-shaped stand-in)

@@ -1,6 +1,6 @@
 """`make bench`: every figure of the benchmark report, measured in one run on this machine.
 
-    python -m loadtests.bench                 # full run, about 15 minutes on 2 CPU cores
+    python -m loadtests.bench                 # full run, about 10 minutes on 2 CPU cores
     python -m loadtests.bench --quick         # every path for a few seconds (make test runs it)
 
 Builds the repositories with the project's builder (vision + GPT-2, and a vision variant with
@@ -34,7 +34,6 @@ from serving.launcher import TritonServer, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "bench"
-log = logging.getLogger("tritonyard.bench")
 
 
 @dataclass(frozen=True)
