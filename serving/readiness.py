@@ -10,7 +10,8 @@ check fails then. Per pipeline:
 - gpt2: `/generate` with max_tokens 1 must return text and 1 completion token (0 if it stopped);
 - gpt2_stream: the same through `/generate_stream` (server-sent events), without an error event.
 
-A pipeline that answers 503 because its queue is full counts as ready ("busy"): it is serving at
+A pipeline that refuses for capacity counts as ready ("busy"): a 503, a full queue or a queue
+timeout, or the GPT-2 engine's "overloaded" (which `/generate` reports as 400). It is serving at
 capacity, and taking a busy pod out of rotation would only push its load onto the others.
 
 Standard library only and Python 3.10, so the file is copied alone into the KServe image and runs
@@ -49,6 +50,9 @@ class NotReady(Exception):
     """A pipeline answered wrongly, or not at all."""
 
 
+CAPACITY_MESSAGES = ("Exceeds maximum queue size", "Request timeout expired", "overloaded")
+
+
 class Busy(Exception):
     """A pipeline refused the request because its queue is full."""
 
@@ -83,6 +87,16 @@ def probe_png(width: int = 64, height: int = 36) -> bytes:
     )
 
 
+def is_capacity_refusal(message: str) -> bool:
+    """Triton's full-queue or queue-timeout refusal, or the GPT-2 engine's backlog refusal.
+
+    `/generate` and `/generate_stream` report the engine's UNAVAILABLE as HTTP 400, so the message is
+    what tells a busy pipeline from a broken one. Same wording as clients/retry.py (this file is
+    stdlib-only, so it keeps its own copy).
+    """
+    return any(m in message for m in CAPACITY_MESSAGES)
+
+
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[dict[str, str], bytes]:
     request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
@@ -94,7 +108,7 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tup
             message = json.loads(text).get("error", text)
         except ValueError:
             message = text
-        if exc.code == 503 and "queue" in message.lower():
+        if exc.code == 503 or is_capacity_refusal(message):
             raise Busy(message) from exc
         raise NotReady(f"HTTP {exc.code}: {message}") from exc
     except (urllib.error.URLError, OSError) as exc:
@@ -157,7 +171,7 @@ def check_ensemble_jpeg(base: str, timeout: float) -> str:
 
 def _check_generated(answer: dict, where: str) -> str:
     if "error" in answer:
-        raise NotReady(f"{where}: {answer['error']}")
+        raise (Busy if is_capacity_refusal(answer["error"]) else NotReady)(f"{where}: {answer['error']}")
     finish, completion = answer.get("finish_reason"), answer.get("completion_tokens")
     if not isinstance(answer.get("text_output"), str) or not isinstance(answer.get("prompt_tokens"), int):
         raise NotReady(f"{where}: no text_output/prompt_tokens in {sorted(answer)}")
@@ -185,7 +199,7 @@ def check_gpt2_stream(base: str, timeout: float) -> str:
         raise NotReady("gpt2_stream: no events")
     errors = [e["error"] for e in events if "error" in e]
     if errors:
-        raise NotReady(f"gpt2_stream: {errors[0]}")
+        raise (Busy if is_capacity_refusal(errors[0]) else NotReady)(f"gpt2_stream: {errors[0]}")
     last = dict(events[-1])
     last["text_output"] = "".join(e.get("text_output", "") for e in events)
     return _check_generated(last, "gpt2_stream")

@@ -103,3 +103,29 @@ def test_scan_stubs_maps_children_to_models_when_reading_proc(tmp_path: Path) ->
     live, zombies = scan_stubs(100, tmp_path)
     assert list(live) == [201] and zombies == {202}
     assert (live[201].model, live[201].version, live[201].instance) == ("yolov8", "3", "yolov8_0_0")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "in ensemble 'ensemble_jpeg', Exceeds maximum queue size",
+        "Request timeout expired",
+        "gpt2: overloaded, 32 requests already wait for a generation slot; retry later",
+    ],
+)
+def test_readiness_counts_pipeline_busy_when_it_refuses_for_capacity(message: str) -> None:
+    assert readiness.is_capacity_refusal(message)
+    with pytest.raises(readiness.Busy):
+        readiness._check_generated({"error": message}, "gpt2")
+
+
+def test_readiness_counts_pipeline_not_ready_when_the_error_is_not_capacity() -> None:
+    assert not readiness.is_capacity_refusal("Stub process 'gpt2_0_0' is not healthy.")
+    with pytest.raises(readiness.NotReady):
+        readiness._check_generated({"error": "Stub process 'gpt2_0_0' is not healthy."}, "gpt2")
+
+
+def test_readiness_knows_the_same_capacity_messages_when_clients_retry_them() -> None:
+    from clients import retry
+
+    assert set(readiness.CAPACITY_MESSAGES) == set(retry.UNAVAILABLE_MESSAGES)
