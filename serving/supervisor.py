@@ -193,6 +193,7 @@ class Supervisor(threading.Thread):
         self._stop_event = threading.Event()
         self._known: dict[int, Stub] = {}
         self._pending: dict[str, tuple[str, int, float]] = {}  # model -> (reason, attempts, next try)
+        self._unsure: dict[tuple, tuple[Stub, str]] = {}  # dead stubs whose model state could not be read yet
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -209,6 +210,10 @@ class Supervisor(threading.Thread):
     def check_once(self) -> None:
         """One poll: find stubs that died since the last one, then reload what is due."""
         live, zombies = scan_stubs(self.server_pid, self.proc)
+        for key, (stub, reason) in list(self._unsure.items()):  # asked last poll, unanswered
+            del self._unsure[key]
+            if key not in {s.key for s in live.values()}:
+                self._suspect(stub, reason)
         for pid, stub in list(self._known.items()):
             if pid in live:
                 continue
@@ -229,7 +234,11 @@ class Supervisor(threading.Thread):
         except (OSError, RuntimeError, ValueError) as exc:
             if not alive(self.server_pid, self.proc):
                 return  # the server itself is gone: nothing to reload
-            state = f"unknown ({exc})"
+            # A busy server may not answer the index in time: ask again next poll rather than forget a
+            # dead stub, which never comes back by itself.
+            log.info("%s; %s's state could not be read (%s): asking again", reason, stub.model, exc)
+            self._unsure[stub.key] = (stub, reason)
+            return
         if state != "READY":
             log.info("%s while %s:%s is %s: left alone", reason, stub.model, stub.version, state)
             return

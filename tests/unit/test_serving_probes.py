@@ -14,7 +14,7 @@ from PIL import Image
 
 from builders.contract import CROP, DETECTIONS, IMAGE_BYTES, OIL_PCT, PIPELINE_OUTPUTS
 from serving import adminkey, readiness
-from serving.supervisor import scan_stubs
+from serving.supervisor import Supervisor, scan_stubs
 
 LONG = "x" * 40
 
@@ -129,3 +129,34 @@ def test_readiness_knows_the_same_capacity_messages_when_clients_retry_them() ->
     from clients import retry
 
     assert set(readiness.CAPACITY_MESSAGES) == set(retry.UNAVAILABLE_MESSAGES)
+
+
+def test_supervisor_asks_again_when_a_dead_stubs_model_state_cannot_be_read(tmp_path: Path) -> None:
+    def process(pid: int, ppid: int, args: list[str]) -> None:
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} (x) S {ppid} 1 1 0")
+        (tmp_path / str(pid) / "cmdline").write_bytes(b"\0".join(a.encode() for a in args) + b"\0")
+
+    class Admin:  # the repository API's answers, in order: a timeout first, then the real state
+        answers: list = [OSError("timed out"), "READY"]
+
+        def state(self, model: str, version: str) -> str:
+            answer = self.answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    stub = "/opt/backends/python/triton_python_backend_stub"
+    process(100, 1, ["/opt/tritonserver/bin/tritonserver"])
+    process(201, 100, [stub, "/repo/yolov8/1/model.py", "shm", "1", "1", "100", "/b", "336", "yolov8_0_0", "DEFAULT"])
+    supervisor = Supervisor(100, Admin(), proc=tmp_path)
+    reloaded: list[str] = []
+    supervisor._reload = lambda model, reason, attempts: reloaded.append(model)
+    supervisor.check_once()
+    (tmp_path / "201" / "stat").unlink()  # the stub is gone
+    (tmp_path / "201" / "cmdline").unlink()
+    (tmp_path / "201").rmdir()
+    supervisor.check_once()  # its model's state cannot be read: nothing reloaded, nothing forgotten
+    assert reloaded == []
+    supervisor.check_once()  # asked again: READY with a dead stub, so it is reloaded
+    assert reloaded == ["yolov8"]
