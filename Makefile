@@ -34,6 +34,7 @@ STAMP := $(VENV)/.installed
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 	@echo "  variables: DEVICE=cpu|gpu MODEL_REPOSITORY HTTP_PORT GRPC_PORT METRICS_PORT BUILD_ARGS KSERVE_OVERLAY"
+	@echo "             LOADTEST_ARGS PERF_ARGS SOAK_ARGS BENCH_ARGS TOOLS_VENV (perf_analyzer's venv, .venv-tools)"
 
 setup: $(STAMP) ## create .venv and install everything (apt libpython3.11 too, where missing)
 
@@ -93,7 +94,7 @@ perf: setup perf-tools ## perf_analyzer concurrency sweep of ensemble (shm), ens
 soak: setup ## locust on both pipelines for 10 min; fails on any error or >10% memory growth (SOAK_ARGS=...)
 	$(PY) -m loadtests.soak --repository $(MODEL_REPOSITORY) $(SOAK_ARGS)
 
-test: setup lint kserve-validate perf-tools ## lint, KServe manifest checks, then all tests (unit, model.py, real-tritonserver integration)
+test: setup lint kserve-validate perf-tools ## lint, KServe checks, all tests (unit, model.py, real tritonserver, quick bench/locust/perf/soak)
 	@$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): nothing to run is not a failure"; exit 0; fi; \
 	exit $$rc

@@ -86,11 +86,11 @@ _EPS = 1e-4
 PIXELS = "pixels must be finite numbers in 0..255 (found NaN, Inf or out-of-range values)"
 CHECKS = {
     "preprocessing": (OutputCheck(LETTERBOXED.name, -_EPS, 1 + _EPS, FRAME.name, PIXELS),),
-    "yolov8": (OutputCheck(DETECTIONS.name, -1e6, 1e6, LETTERBOXED.name, "values must be finite numbers in 0..1"),),
+    "yolov8": (OutputCheck(DETECTIONS.name, -1e6, 1e6, LETTERBOXED.name, "values must be finite numbers"),),
     "postprocessing": (
         OutputCheck(CROP.name, -_EPS, 1 + _EPS, FRAME.name, f"{PIXELS} in the crop, or {DETECTIONS.name} not finite"),
     ),
-    "efficientnet_v2": (OutputCheck(OIL_PCT.name, 0.0, 100.0, CROP.name, "values must be finite numbers in 0..1"),),
+    "efficientnet_v2": (OutputCheck(OIL_PCT.name, 0.0, 100.0, CROP.name, "values must be finite numbers"),),
 }
 
 

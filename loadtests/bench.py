@@ -26,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from builders.triton_config import read_config
 from clients.synthetic import synthetic_frame
 from loadtests import bench_gpt2, report
 from loadtests import bench_vision as bv
@@ -220,13 +221,20 @@ def _measure(label: str, factory: bv.SenderFactory, concurrency: int, requests: 
     return run
 
 
-BATCHED_STEPS = ("image_decoder", "preprocessing", "preprocessing_u8", "yolov8", "postprocessing", "efficientnet_v2")
+def vision_steps(repo: Path) -> list[str]:
+    """The models the two vision ensembles of `repo` chain, read from their configs."""
+    steps: list[str] = []
+    for ensemble in ("ensemble_jpeg", "ensemble"):
+        for step in read_config(repo / ensemble / "config.pbtxt").ensemble_scheduling.step:
+            if step.model_name not in steps:
+                steps.append(step.model_name)
+    return steps
 
 
 def _batch_stats(server: TritonServer, since: dict | None = None) -> dict:
     """Inference and execution counts per step (minus `since`): requests per execution shows real batching."""
     stats = {}
-    for model in BATCHED_STEPS:
+    for model in vision_steps(server.repository):
         with urllib.request.urlopen(f"http://{server.http_url}/v2/models/{model}/stats", timeout=10) as r:
             s = json.load(r)["model_stats"][0]
         base = (since or {}).get(model, {"inferences": 0, "executions": 0})

@@ -1,5 +1,7 @@
 """GPT-2 benchmark: the client-side baseline loop against server-side generation, in one run.
 
+Clients never retry here: a refused request must fail the figures, not hide in them as latency.
+
 Builds the 124M-shaped stand-in (unless --repository is given), starts a real tritonserver and
 prints tokens/s, time to first token (TTFT) and inter-token latency (ITL) for: the --baseline
 client loop, one stream, and 4 and 8 concurrent streams. Figures only; nothing here asserts speed.
@@ -18,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from clients import gpt2 as client
+from clients import retry
 from serving.launcher import TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +44,7 @@ def _prompt(tokenizer_path: Path, tokens: int) -> str:
 
 def _streams(url: str, prompt: str, n: int, new_tokens: int) -> tuple[float, float, float]:
     """n concurrent gRPC streams: (aggregate tok/s, median TTFT s, median ITL s)."""
-    options = {"max_tokens": new_tokens, "stop": None}
+    options = {"max_tokens": new_tokens, "stop": None, "retry_policy": retry.NO_RETRY}
 
     def one(_: int) -> client.Generation:
         return client.stream(url, prompt, **options)
@@ -58,8 +61,9 @@ def measure(server: TritonServer, repo: Path, new_tokens: int = 64, prompt_token
     """Rows of {mode, streams, tok_s, ttft_ms, itl_ms}: the baseline loop, then 1, 4 and 8 server-side streams."""
     tokenizer = repo / "gpt2_tokenizer" / "1" / "tokenizer.json"
     prompt = _prompt(tokenizer, prompt_tokens)
-    client.generate(server.http_url, prompt, max_tokens=4)  # warm-up: sessions, caches, first allocations
-    base, _ = client.baseline(server.http_url, prompt, tokenizer, new_tokens)
+    # Warm-up: sessions, caches, first allocations.
+    client.generate(server.http_url, prompt, max_tokens=4, retry_policy=retry.NO_RETRY)
+    base, _ = client.baseline(server.http_url, prompt, tokenizer, new_tokens, retry_policy=retry.NO_RETRY)
     per_token = base.total_s / max(1, base.completion_tokens)  # every token is one full round trip
     rows = [_row("baseline client loop (no cache)", 1, base.tokens_per_s, per_token, per_token)]
     for n in (1, 4, 8):

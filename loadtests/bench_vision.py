@@ -21,7 +21,7 @@ import onnxruntime as ort
 from builders.contract import CROP, DETECTIONS, FRAME, IMAGE_BYTES, LETTERBOXED, OIL_PCT, PIPELINE_OUTPUTS
 
 OIL_ATOL = 1e-2  # served and in-process runs share kernels; only thread scheduling differs
-ONNX_STEPS = ("preprocessing", "yolov8", "postprocessing", "efficientnet_v2")
+ONNX_STEPS = ("preprocessing", "yolov8", "postprocessing", "efficientnet_v2")  # the FP32 chain, in order
 
 
 class WrongAnswer(RuntimeError):
@@ -184,7 +184,12 @@ def shm_sender(url: str, ref: Reference) -> Sender:
     batch = ref.frame[np.newaxis]
     name = f"bench_{uuid.uuid4().hex[:8]}"
     handle = shm.create_shared_memory_region(name, f"/{name}", batch.nbytes)
-    client.register_system_shared_memory(name, f"/{name}", batch.nbytes)
+    try:
+        client.register_system_shared_memory(name, f"/{name}", batch.nbytes)
+    except Exception:
+        shm.destroy_shared_memory_region(handle)  # 99.5 MB of /dev/shm must not outlive a failed setup
+        client.close()
+        raise
 
     def send() -> None:
         shm.set_shared_memory_region(handle, [batch])

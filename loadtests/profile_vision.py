@@ -20,12 +20,11 @@ import threading
 from pathlib import Path
 
 from loadtests import bench_vision as bv
-from loadtests.bench import reference
+from loadtests.bench import reference, vision_steps
 from serving.launcher import TritonServer, free_ports
+from serving.supervisor import scan_stubs
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ("image_decoder", "preprocessing", "preprocessing_u8", "yolov8", "postprocessing", "postprocessing_u8",
-         "efficientnet_v2")  # fmt: skip
 PHASES = (  # (label, from timestamp, to timestamp) of Triton's TIMESTAMPS trace
     ("queue", "QUEUE_START", "COMPUTE_START"),
     ("input", "COMPUTE_START", "COMPUTE_INPUT_END"),
@@ -34,8 +33,8 @@ PHASES = (  # (label, from timestamp, to timestamp) of Triton's TIMESTAMPS trace
 )
 
 
-def trace_breakdown(trace_file: Path) -> dict[str, dict[str, float]]:
-    """Mean milliseconds per phase for each model in a Triton TIMESTAMPS trace file."""
+def trace_breakdown(trace_file: Path, steps: list[str]) -> dict[str, dict[str, float]]:
+    """Mean milliseconds per phase for each of `steps` in a Triton TIMESTAMPS trace file."""
     records = json.loads(trace_file.read_text() or "[]")
     by_id: dict[int, dict] = collections.defaultdict(dict)
     for rec in records:  # Triton writes a trace's model name and each of its timestamps as separate records
@@ -47,7 +46,7 @@ def trace_breakdown(trace_file: Path) -> dict[str, dict[str, float]]:
     sums: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for entry in by_id.values():
         model = entry.get("model")
-        if model not in STEPS or not all(p in entry for _, a, b in PHASES for p in (a, b)):
+        if model not in steps or not all(p in entry for _, a, b in PHASES for p in (a, b)):
             continue
         sums[model]["n"] += 1
         for label, start, end in PHASES:
@@ -55,23 +54,13 @@ def trace_breakdown(trace_file: Path) -> dict[str, dict[str, float]]:
     return {m: {label: c[label] / c["n"] for label, _, _ in PHASES} | {"n": c["n"]} for m, c in sums.items()}
 
 
-def stub_pids(server: TritonServer) -> dict[str, int]:
-    """pid of each vision step's Python stub, from its command line (the model's model.py path)."""
-    pids = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if int((proc / "stat").read_text().split()[3]) != server.process.pid:
-                continue
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        for arg in argv:
-            path = Path(arg.decode(errors="replace"))
-            if path.name == "model.py" and path.parent.parent.name in STEPS:
-                pids[path.parent.parent.name] = int(proc.name)
-    return pids
+def stub_pids(server: TritonServer, steps: list[str]) -> dict[str, int]:
+    """pid of each vision step's Python stub (one per instance: `model_0_0` etc. when several)."""
+    live, _ = scan_stubs(server.process.pid)
+    many = {m for m in steps if sum(stub.model == m for stub in live.values()) > 1}
+    return {
+        (stub.instance if stub.model in many else stub.model): pid for pid, stub in live.items() if stub.model in steps
+    }
 
 
 def py_spy(pids: dict[str, int], seconds: float, out: Path) -> dict[str, list[tuple[float, str]]]:
@@ -129,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     tracing = ("--trace-config=triton,file=" + str(trace), "--trace-config=level=TIMESTAMPS",
                "--trace-config=rate=1", "--trace-config=count=-1")  # fmt: skip
     ref, _ = reference(args.repository)
+    steps = vision_steps(args.repository)
     server = TritonServer(args.repository, *free_ports(3), extra_args=tracing, log_file=args.out / "server.log")
     hot: dict = {}
     with server:
@@ -141,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         spy = None
         if args.py_spy:
             seconds = max(5.0, args.requests * 0.4)
-            spy = threading.Thread(target=lambda: hot.update(py_spy(stub_pids(server), seconds, args.out)))
+            spy = threading.Thread(target=lambda: hot.update(py_spy(stub_pids(server, steps), seconds, args.out)))
             spy.start()
         run = bv.closed_loop(f"{args.entry} c={args.concurrency}", factory, args.concurrency, requests=args.requests)
         if spy:
@@ -149,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     # The trace file is complete once the server has exited.
     head = f"{args.entry}, concurrency {args.concurrency}: {run.throughput:.2f} frames/s, p50 {run.pct_ms(50):.0f} ms"
     lines = [f"{head}, errors {run.errors}", "", f"{'step':<18} {'n':>4} " + " ".join(f"{x:>9}" for x, _, _ in PHASES)]
-    for model, phases in sorted(trace_breakdown(trace).items(), key=lambda kv: STEPS.index(kv[0])):
+    for model, phases in sorted(trace_breakdown(trace, steps).items(), key=lambda kv: steps.index(kv[0])):
         cells = " ".join(f"{phases[label]:>7.1f}ms" for label, _, _ in PHASES)
         lines.append(f"{model:<18} {phases['n']:>4} {cells}")
     for model, frames in hot.items():
