@@ -87,8 +87,14 @@ def start_locust(cmd: list[str], log: Path) -> subprocess.Popen:
 
 
 def run_locust(cmd: list[str], log: Path) -> int:
-    """Run locust to the end; its exit code."""
-    return start_locust(cmd, log).wait()
+    """Run locust to the end; its exit code. Interrupted (Ctrl-C), it stops locust too."""
+    proc = start_locust(cmd, log)
+    try:
+        return proc.wait()
+    except BaseException:
+        proc.terminate()
+        proc.wait()
+        raise
 
 
 def verdict(summary: dict, pipelines: list[str], locust_rc: int) -> list[str]:

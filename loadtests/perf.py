@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -100,7 +101,7 @@ def write_inputs(image: str, max_tokens: int, prompt: str = PROMPT) -> dict[str,
     raw = frame_dir / FRAME.name  # a directory of raw tensors, one file per input, named by the input
     if not raw.is_file():
         frame_dir.mkdir(parents=True, exist_ok=True)
-        frame = frames.to_frame(frames.decode(data, max_bytes=1 << 40, max_pixels=1 << 40)).astype(np.float32)
+        frame = frames.to_frame(frames.decode(data, max_bytes=1 << 40, max_pixels=1 << 40))  # FP32, C order
         frame.tofile(raw.with_suffix(".tmp"))
         raw.with_suffix(".tmp").rename(raw)
     # A BYTES tensor given as b64 must be serialized the Triton way: a 4-byte little-endian length first.
@@ -174,12 +175,34 @@ def format_table(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def _run_pa(cmd: list[str], env: dict, log: Path, timeout: float) -> int | str:
+def _run_pa(cmd: list[str], env: dict, log: Path, timeout: float, http_url: str) -> int | str:
+    """Run perf_analyzer; past `timeout` stop it (SIGINT, then SIGKILL plus dropping its shm registrations)."""
+    with log.open("w") as f:
+        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)  # its early-exit signal: let its own cleanup run before a kill
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                _unregister_shm(http_url)
+            return "timeout"
+
+
+def _unregister_shm(http_url: str) -> None:
+    """Drop every system shared-memory registration a killed perf_analyzer left on the server."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(http_url)
     try:
-        with log.open("w") as f:
-            return subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
-    except subprocess.TimeoutExpired:
-        return "timeout"
+        client.unregister_system_shared_memory()
+    except Exception as exc:  # noqa: BLE001 - best effort after a failure that is reported anyway
+        sys.stderr.write(f"  could not unregister shared memory on {http_url}: {exc}\n")
+    finally:
+        client.close()
 
 
 def sweep(binary: Path, env: dict, models: list[str], concurrency: list[int], http_url: str, grpc_url: str,
@@ -200,7 +223,7 @@ def sweep(binary: Path, env: dict, models: list[str], concurrency: list[int], ht
             window = windows[model]
             sys.stderr.write(f"perf_analyzer {model} concurrency {c}\n")
             cmd = pa_command(binary, model, c, http_url, grpc_url, inputs[model], window, part)
-            rc = _run_pa(cmd, env, log, timeout)
+            rc = _run_pa(cmd, env, log, timeout, http_url)
             unstable = rc != 0 and UNSTABLE in log.read_text(errors="replace")
             if unstable:
                 sys.stderr.write(f"  not stable within {window.stability:g}% in {window.max_trials} windows: "
@@ -208,7 +231,7 @@ def sweep(binary: Path, env: dict, models: list[str], concurrency: list[int], ht
                 log = out / f"{model}_c{c}_unstable.log"
                 loose = Window(window.request_count, ANY_STABILITY, 3)
                 cmd = pa_command(binary, model, c, http_url, grpc_url, inputs[model], loose, part)
-                rc = _run_pa(cmd, env, log, timeout)
+                rc = _run_pa(cmd, env, log, timeout, http_url)
             if rc != 0 or not part.is_file():
                 tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-3:])
                 problems.append(f"{model} at concurrency {c}: perf_analyzer exit {rc}: {tail}")
@@ -265,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     base = QUICK if args.quick else {"concurrency": "1,2,4", "request_count": 10, "gpt2_request_count": 50,
                                      "stability": 25.0, "max_trials": 10}  # fmt: skip
     concurrency = args.concurrency or _ints(base["concurrency"])
-    stability = args.stability or base["stability"]
+    stability = base["stability"] if args.stability is None else args.stability
     trials = args.max_trials or base["max_trials"]
     vision = Window(args.request_count or base["request_count"], stability, trials)
     text = Window(args.gpt2_request_count or base["gpt2_request_count"], stability, trials)

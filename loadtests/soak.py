@@ -316,10 +316,14 @@ def main(argv: list[str] | None = None) -> int:
                                           f"{duration:.0f}s", out / loadtest.CSV_PREFIX, extra)  # fmt: skip
             t0 = time.time()
             proc = loadtest.start_locust(cmd, out / "locust.log")
-            with (out / "memory.csv").open("w", newline="") as f:
-                sink = csv.writer(f)
-                sink.writerow(("time_s", "process", "pid", "rss_kb"))
-                samples = sample_until_done(proc, server_pid, interval, t0, sink)
+            try:
+                with (out / "memory.csv").open("w", newline="") as f:
+                    sink = csv.writer(f)
+                    sink.writerow(("time_s", "process", "pid", "rss_kb"))
+                    samples = sample_until_done(proc, server_pid, interval, t0, sink)
+            except BaseException:
+                proc.terminate()  # sampling failed: never leave locust running against the server
+                raise
             rc = proc.wait()
     except ServerError as exc:
         sys.stderr.write(f"error: {exc}\n")
