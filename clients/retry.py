@@ -1,7 +1,9 @@
 """Retry what an overloaded server refuses (UNAVAILABLE), with jittered exponential backoff.
 
 Triton answers a full queue, a queue timeout, or our GPT-2 engine's pending limit with UNAVAILABLE:
-HTTP /infer 503, gRPC StatusCode.UNAVAILABLE. Those are safe to retry: the request never ran.
+HTTP /infer 503, gRPC StatusCode.UNAVAILABLE. Those refusals are safe to retry: the request never
+ran. gRPC also says UNAVAILABLE when it cannot connect or loses the connection; a retry then may
+repeat a request that did run, which is harmless here (inference has no side effects).
 Everything else (INVALID_ARG above all: the request itself is wrong) fails at once.
 """
 

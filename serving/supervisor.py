@@ -262,7 +262,8 @@ class Supervisor(threading.Thread):
         except (OSError, RuntimeError, ValueError) as exc:
             finished = time.monotonic()
             attempts += 1
-            self.reloads.append(Reload(model, reason, False, finished - started, started, finished, (), str(exc)))
+            failed = Reload(model, reason, False, finished - started, started, finished, tuple(dependents), str(exc))
+            self.reloads.append(failed)
             if attempts >= MAX_ATTEMPTS:
                 log.error("giving up on %s after %d failed reloads: %s", model, attempts, exc)
                 del self._pending[model]
