@@ -8,6 +8,7 @@ Only the stdlib, numpy and Pillow are used.
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -36,7 +37,11 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
     if len(data) > max_bytes:
         raise ImageError(f"image is {len(data)} bytes, above the limit of {max_bytes}")
     try:
-        img = Image.open(io.BytesIO(data))  # lazy: reads the header only
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels below is the cap
+            img = Image.open(io.BytesIO(data))  # lazy: reads the header only
+    except Image.DecompressionBombError as exc:  # Pillow's own guard, far above any camera frame
+        raise ImageError(f"image is above the limit of {max_pixels} pixels ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for garbage
         raise ImageError(f"not a decodable image: {exc}") from None
     if img.format not in ALLOWED_FORMATS:

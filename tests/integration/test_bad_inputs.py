@@ -139,7 +139,11 @@ CASES: dict[str, Case] = {
         "ensemble_jpeg", "grpc", one(IMAGE_BYTES.name, text(jpeg_declaring(60000, 60000))), IMAGE_BYTES.name, "bomb"
     ),
     "png-bomb-http": Case(
-        "ensemble_jpeg", "http", one(IMAGE_BYTES.name, text(png_with_size(100_000, 100_000))), IMAGE_BYTES.name
+        "ensemble_jpeg",
+        "http",
+        one(IMAGE_BYTES.name, text(png_with_size(100_000, 100_000))),
+        IMAGE_BYTES.name,
+        "above the limit of",
     ),
     "png-zero-size-grpc": Case(
         "ensemble_jpeg", "grpc", one(IMAGE_BYTES.name, text(png_with_size(0, 10))), IMAGE_BYTES.name
