@@ -1,0 +1,125 @@
+"""Train YOLOv8n on the synthetic CLO data set with ultralytics' own trainer, offline, and validate it.
+
+The result is a genuine ultralytics checkpoint (`best.pt`), the file a user would bring to `--yolo-weights`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("tritonyard.train")
+
+
+@dataclass(frozen=True)
+class YoloRecipe:
+    """What `make train` trains with; `quick` is the smoke mode that runs in `make test`."""
+
+    imgsz: int = 320  # most epochs at half the served size: 4x cheaper on 2 CPU cores
+    epochs: int = 24
+    batch: int = 16
+    close_mosaic: int = 4  # last epochs without mosaic: whole frames, as served
+    finetune_imgsz: int = 640  # then a fine-tune at the served 640 (a second ultralytics run from best.pt)
+    finetune_epochs: int = 1
+    seed: int = 0
+
+
+def offline_ultralytics() -> None:
+    """ultralytics must not reach a hub, install packages or write plots; torchvision must import (the shim)."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="ultralytics-"))
+    from training import torchvision_shim
+
+    torchvision_shim.install()
+
+
+def train(data_yaml: Path, out: Path, recipe: YoloRecipe) -> Path:
+    """Train from `yolov8n.yaml` (random init: no pretrained download), fine-tune at 640, copy best.pt to `out`."""
+    offline_ultralytics()
+    runs = Path(tempfile.mkdtemp(prefix="yolo-runs-"))
+    best = _run("yolov8n.yaml", data_yaml, runs / "base", recipe.imgsz, recipe.epochs, recipe.close_mosaic, recipe)
+    if recipe.finetune_epochs:
+        # A fresh run from best.pt: no warm-up (it would restart from a high bias lr), a low constant-ish lr.
+        tune = {"optimizer": "AdamW", "lr0": 0.0005, "lrf": 0.2, "warmup_epochs": 0}
+        best = _run(
+            str(best),
+            data_yaml,
+            runs / "finetune",
+            recipe.finetune_imgsz,
+            recipe.finetune_epochs,
+            recipe.finetune_epochs,
+            recipe,
+            **tune,
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(best, out)
+    shutil.rmtree(runs, ignore_errors=True)
+    return out
+
+
+def _run(
+    start: str,
+    data_yaml: Path,
+    folder: Path,
+    imgsz: int,
+    epochs: int,
+    close_mosaic: int,
+    recipe: YoloRecipe,
+    **extra: object,
+) -> Path:
+    """One ultralytics training run; returns its best.pt (best fitness on the val split)."""
+    from ultralytics import YOLO
+
+    log.info("   ultralytics: %s at %dpx for %d epoch(s)", start, imgsz, epochs)
+    YOLO(start).train(
+        data=str(data_yaml),
+        imgsz=imgsz,
+        epochs=epochs,
+        batch=recipe.batch,
+        close_mosaic=close_mosaic,
+        seed=recipe.seed,
+        deterministic=True,
+        device="cpu",
+        workers=0,
+        cache="ram",  # 4K JPEGs are decoded and resized once, not every epoch
+        pretrained=False,
+        amp=False,
+        plots=False,
+        project=str(folder.parent),
+        name=folder.name,
+        exist_ok=True,
+        verbose=False,
+        **extra,
+    )
+    best = folder / "weights" / "best.pt"
+    if not best.is_file():
+        raise RuntimeError(f"ultralytics finished without writing {best}")
+    return best
+
+
+def validate(weights: Path, data_yaml: Path, split: str = "test", imgsz: int = 640) -> dict[str, float]:
+    """ultralytics' validator on `split`: mAP50 and mAP50-95 of the checkpoint."""
+    offline_ultralytics()
+    from ultralytics import YOLO
+
+    runs = Path(tempfile.mkdtemp(prefix="yolo-val-"))
+    metrics = YOLO(str(weights)).val(
+        data=str(data_yaml),
+        split=split,
+        imgsz=imgsz,
+        batch=8,
+        device="cpu",
+        workers=0,
+        plots=False,
+        project=str(runs),
+        name="val",
+        verbose=False,
+    )
+    shutil.rmtree(runs, ignore_errors=True)
+    return {"map50": float(metrics.box.map50), "map50_95": float(metrics.box.map)}
