@@ -133,11 +133,6 @@ def train_tokenizer(vocab_size: int, corpus_chars: int) -> Tokenizer:
     return _byte_level(tokenizer)
 
 
-def tokenizer_from_bpe_files(vocab_json: Path, merges_txt: Path) -> Tokenizer:
-    """A GPT-2 tokenizer from the slow tokenizer's vocab.json + merges.txt."""
-    return _byte_level(Tokenizer(models.BPE.from_file(str(vocab_json), str(merges_txt))))
-
-
 # --- model ---
 
 

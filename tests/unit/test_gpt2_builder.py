@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -222,6 +224,63 @@ def test_load_reads_local_checkpoint_when_saved_with_save_pretrained(
     assert tokenizer.encode(text).ids == tiny.tokenizer.encode(text).ids
     assert tokenizer.decode(tokenizer.encode(text).ids) == text
     assert torch.equal(model.lm_head.weight, tiny.model.lm_head.weight)
+
+
+def _user_checkpoint(tiny: Exported, path: Path, **tokenizer_kwargs: object) -> Path:
+    """The tiny model and its BPE saved the way users do: save_pretrained, the BPE in GPT2TokenizerFast."""
+    from transformers import GPT2TokenizerFast
+
+    tiny.model.save_pretrained(path)
+    fast = GPT2TokenizerFast(
+        tokenizer_object=Tokenizer.from_str(tiny.tokenizer.to_str()),
+        eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, unk_token=EOS_TOKEN, **tokenizer_kwargs,
+    )  # fmt: skip
+    fast.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("tokenizer_files", ["tokenizer.json", "vocab+merges"])
+def test_load_tokenizes_like_transformers_when_tokenizer_config_adds_a_prefix_space(
+    tiny: Exported, tmp_path: Path, tokenizer_files: str
+) -> None:
+    from transformers import AutoTokenizer
+
+    path = _user_checkpoint(tiny, tmp_path, add_prefix_space=True)  # in tokenizer_config.json only
+    if tokenizer_files == "vocab+merges":
+        Tokenizer.from_file(str(path / "tokenizer.json")).model.save(str(path))
+        (path / "tokenizer.json").unlink()
+    _, tokenizer, _ = gpt2.load(gpt2.Gpt2Config(model=str(path)))
+    hf = AutoTokenizer.from_pretrained(path)
+    for text in ("def main():", "x = 1", "a<|endoftext|>b"):
+        assert tokenizer.encode(text).ids == hf(text).input_ids
+    assert tokenizer.encode("def").ids != tiny.tokenizer.encode("def").ids  # the prefix space is applied
+
+
+def test_load_raises_build_error_when_tokenizer_has_tokens_without_logits(tiny: Exported, tmp_path: Path) -> None:
+    path = _user_checkpoint(tiny, tmp_path, pad_token="[PAD]")  # added, but the embeddings were not resized
+    with pytest.raises(BuildError, match=r"4097 tokens, the model only 4096 logits \(no logit for '\[PAD\]' "):
+        gpt2.load(gpt2.Gpt2Config(model=str(path)))
+
+
+def test_load_warns_and_keeps_tokenizer_eos_when_config_names_another_eos(
+    tiny: Exported, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _user_checkpoint(tiny, tmp_path)
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "eos_token_id": 50256, "bos_token_id": 50256}))
+    with caplog.at_level(logging.WARNING, logger="tritonyard.build"):
+        _, _, dims = gpt2.load(gpt2.Gpt2Config(model=str(path)))
+    assert (
+        dims.eos_token_id == tiny.dims.eos_token_id == gpt2.nominal_dims(gpt2.Gpt2Config(model=str(path))).eos_token_id
+    )
+    assert "config.json: 50256" in caplog.text and f"end-of-text id {dims.eos_token_id}" in caplog.text
+
+
+def test_load_raises_build_error_when_folder_has_no_tokenizer_files(tiny: Exported, tmp_path: Path) -> None:
+    tiny.model.save_pretrained(tmp_path)
+    (tmp_path / "vocab.json").write_text("{}")  # merges.txt missing
+    with pytest.raises(BuildError, match=r"no tokenizer.json, nor vocab.json \+ merges.txt"):
+        gpt2.load(gpt2.Gpt2Config(model=str(tmp_path)))
 
 
 def test_optimize_keeps_greedy_tokens_when_fusions_are_applied(tiny: Exported, tmp_path: Path) -> None:
