@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from builders import progress
 from builders.errors import BuildError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -204,7 +205,8 @@ def build_oil_regressor(weights: Path | None, seed: int = 0) -> tuple[OilLevelRe
     weights None -> deterministic random init (same seed -> bit-identical weights). A weights path may hold a
     raw state_dict or one wrapped in {'state_dict': ...} / {'model': ...}, optionally 'module.'-prefixed.
     A checkpoint whose classifier.1 is not [1,1280] (e.g. ImageNet) loads the backbone strictly and keeps the
-    random regression head. Any failure raises BuildError naming the file and the first offending keys.
+    random regression head, with a loud warning on the "tritonyard.build" logger. Any failure raises BuildError
+    naming the file and the first offending keys.
     """
     with torch.random.fork_rng(devices=[]):  # seed the init without disturbing the caller's global RNG
         torch.manual_seed(seed)
@@ -243,8 +245,11 @@ def build_oil_regressor(weights: Path | None, seed: int = 0) -> tuple[OilLevelRe
         raise BuildError(f"cannot load weights file {weights}: {e}") from e
 
     if random_head:
-        return model.eval(), (
+        source = (
             f"backbone from {weights}; regression head classifier.1 is random (seed {seed}) because the "
-            f"checkpoint's head has shape {list(head.shape)}"
+            f"checkpoint's head has shape {list(head.shape)}, not [1, 1280]"
         )
+        # The backbone is real, so the build looks fine; only this banner says the oil % is noise.
+        progress.warn_random_weights("efficientnet_v2 regression head (classifier.1)", source)
+        return model.eval(), source
     return model.eval(), f"all weights from {weights}"

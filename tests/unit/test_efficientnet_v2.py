@@ -1,5 +1,9 @@
 """Tests for builders.nets.efficientnet_v2 (torchvision-compatible EfficientNetV2-S and the oil regressor)."""
 
+import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +14,14 @@ import torch
 
 from builders.errors import BuildError
 from builders.nets.efficientnet_v2 import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     EfficientNetV2S,
     OilLevelRegressor,
     build_oil_regressor,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +153,116 @@ def test_oillevelregressor_matches_onnxruntime_when_exported(tmp_path: Path, ima
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {"image": image.numpy()})  # batch 2 exercises the dynamic axis
     np.testing.assert_allclose(got, expected, atol=1e-3, rtol=0)
+
+
+# torchvision's own networks, made in a child process: torchvision imports only after training.torchvision_shim
+# is installed, and not at all once builders.nets.gpt2 (imported by other test modules) has hidden it, so the
+# test process's sys.modules is left alone. The child saves the state_dicts and torchvision's outputs.
+_TORCHVISION_SCRIPT = """
+import sys
+import torch
+from training import torchvision_shim
+
+torchvision_shim.install()
+import torchvision
+
+out = sys.argv[1]
+torch.manual_seed(11)
+x = torch.rand(2, 3, 384, 384, generator=torch.Generator().manual_seed(5))
+mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+std = torch.tensor(STD).view(1, 3, 1, 1)
+
+reg = torchvision.models.efficientnet_v2_s(num_classes=1)
+# Fresh BatchNorm statistics make every image score ~50.000; statistics from noise make the output input-dependent.
+for m in reg.modules():
+    if isinstance(m, torch.nn.BatchNorm2d):
+        m.momentum = None
+with torch.no_grad():
+    reg.train()(torch.rand(4, 3, 384, 384, generator=torch.Generator().manual_seed(6)))
+    reg.eval()
+    # Rescale the random head so the two images' logits are -0.5 and +0.5: the sigmoid must not saturate.
+    head = reg.classifier[1]
+    logits = reg((x - mean) / std)[:, 0]
+    head.weight /= (logits[0] - logits[1]).abs()
+    head.bias -= reg((x - mean) / std)[:, 0].mean()
+    oil = torch.sigmoid(reg((x - mean) / std)) * 100.0
+torch.save(reg.state_dict(), out + "/tv_regressor.pt")
+
+imagenet = torchvision.models.efficientnet_v2_s()  # the default 1000-class ImageNet head
+for m in imagenet.modules():
+    if isinstance(m, torch.nn.BatchNorm2d):
+        m.momentum = None
+with torch.no_grad():
+    imagenet.train()(torch.rand(4, 3, 384, 384, generator=torch.Generator().manual_seed(7)))
+    imagenet.eval()
+    pooled = torch.flatten(imagenet.avgpool(imagenet.features((x - mean) / std)), 1)
+torch.save(imagenet.state_dict(), out + "/tv_imagenet.pt")
+torch.save({"x": x, "oil": oil, "pooled": pooled, "version": torchvision.__version__}, out + "/tv_reference.pt")
+"""
+
+
+@pytest.fixture(scope="module")
+def torchvision_made(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with torchvision-made state_dicts (1-output and ImageNet heads) and torchvision's outputs."""
+    out = tmp_path_factory.mktemp("torchvision")
+    script = _TORCHVISION_SCRIPT.replace("MEAN", repr(IMAGENET_MEAN)).replace("STD", repr(IMAGENET_STD))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, f"torchvision child failed:\n{proc.stderr[-3000:]}"
+    return out
+
+
+def test_build_oil_regressor_equals_torchvision_when_given_torchvision_efficientnet_v2_s(
+    torchvision_made: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ref = torch.load(torchvision_made / "tv_reference.pt", weights_only=True)
+    path = torchvision_made / "tv_regressor.pt"
+    saved = torch.load(path, weights_only=True)
+    with caplog.at_level(logging.WARNING, logger="tritonyard.build"):
+        model, desc = build_oil_regressor(path, seed=9)
+    assert desc == f"all weights from {path}"
+    assert not caplog.records  # every weight is real: no warning
+    loaded = model.state_dict()
+    assert loaded.keys() == saved.keys()  # strict: torchvision's names and nothing else
+    assert all(torch.equal(loaded[k], v) for k, v in saved.items())
+    got = _predict(model, ref["x"])
+    assert got.shape == ref["oil"].shape == (2, 1)
+    # sigmoid(torchvision(normalised x)) * 100: same kernels, same order of operations.
+    torch.testing.assert_close(got, ref["oil"], atol=1e-4, rtol=0)
+    assert abs(float(ref["oil"][0, 0] - ref["oil"][1, 0])) > 10, "the reference must depend on the image"
+
+
+def test_build_oil_regressor_warns_loudly_when_given_torchvision_imagenet_checkpoint(
+    torchvision_made: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ref = torch.load(torchvision_made / "tv_reference.pt", weights_only=True)
+    path = torchvision_made / "tv_imagenet.pt"
+    saved = torch.load(path, weights_only=True)
+    assert saved["classifier.1.weight"].shape == (1000, 1280)
+    with caplog.at_level(logging.WARNING, logger="tritonyard.build"):
+        model, desc = build_oil_regressor(path, seed=0)
+    assert "random" in desc and "classifier.1" in desc and "[1000, 1280]" in desc
+
+    warnings = [r for r in caplog.records if r.name == "tritonyard.build" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+    message = warnings[0].getMessage()
+    assert "RANDOM" in message and "regression head" in message and "classifier.1" in message
+    assert str(path) in message and "!" * 40 in message  # the banner, not a quiet one-liner
+
+    loaded = model.state_dict()
+    backbone = [k for k in saved if not k.startswith("classifier.1.")]
+    assert len(backbone) == len(loaded) - 2
+    assert all(torch.equal(loaded[k], saved[k]) for k in backbone)
+    assert loaded["classifier.1.weight"].shape == (1, 1280) and loaded["classifier.1.bias"].shape == (1,)
+    # The random head is the seeded one, not zeros or torchvision's rows.
+    fresh, _ = build_oil_regressor(None, seed=0)
+    assert torch.equal(loaded["classifier.1.weight"], fresh.state_dict()["classifier.1.weight"])
+    # The backbone computes what torchvision's does: pooled features before the head.
+    with torch.no_grad():
+        x = (ref["x"] - model.mean) / model.std
+        pooled = torch.flatten(model.avgpool(model.features(x)), 1)
+    torch.testing.assert_close(pooled, ref["pooled"], atol=1e-4, rtol=1e-4)
+    out = _predict(model, ref["x"])
+    assert out.shape == (2, 1) and torch.all((out >= 0) & (out <= 100))
