@@ -20,8 +20,9 @@ from PIL import Image, ImageDraw
 
 from builders.contract import CROP, DET_LETTERBOX, DETECTIONS, FRAME, IMAGE_BYTES, OIL_PCT, PIPELINE_OUTPUTS
 from clients import retry
-from clients.synthetic import synthetic_frame
+from clients.synthetic import synthetic_scene
 from python_backends.image_decoder import frames
+from training.scenes import Scene, iou
 
 ENTRIES = ("ensemble", "ensemble_jpeg")
 MAX_BYTES, MAX_PIXELS = 1 << 40, 1 << 40  # the server enforces the real caps
@@ -41,11 +42,13 @@ class Result:
 def to_source_boxes(detections: np.ndarray, width: int, height: int) -> np.ndarray:
     """Map detections from letterbox pixels (640x640) to the source image (width x height)."""
     kept = detections[detections[:, 4] > 0].astype(np.float64)
-    scale, pad_x, pad_y, _, _ = frames.fit_geometry(width, height)
+    _, pad_x, pad_y, new_w, new_h = frames.fit_geometry(width, height)
+    # The decoder resized to round(width*scale) x round(height*scale): each axis has its own exact scale.
+    scale_x, scale_y = new_w / width, new_h / height
     for cols in ((0, 1), (2, 3)):
         x, y = DET_LETTERBOX.to_source(kept[:, cols[0]], kept[:, cols[1]])  # -> 3840x2160 frame pixels
-        kept[:, cols[0]] = np.clip((x - pad_x) / scale, 0, width)
-        kept[:, cols[1]] = np.clip((y - pad_y) / scale, 0, height)
+        kept[:, cols[0]] = np.clip((x - pad_x) / scale_x, 0, width)
+        kept[:, cols[1]] = np.clip((y - pad_y) / scale_y, 0, height)
     return kept
 
 
@@ -157,7 +160,14 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m clients.clo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("image", nargs="?", type=Path, help="JPEG or PNG of any size (fitted into 3840x2160)")
-    p.add_argument("--synthetic", action="store_true", help="use a generated 4K frame instead of a file")
+    p.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="use a generated 4K frame whose truth is known (one oiler at --level); print the truth beside the answer",
+    )
+    p.add_argument(
+        "--level", type=float, default=62.0, help="--synthetic: the oiler's true oil level in %% (default 62)"
+    )
     p.add_argument(
         "--entry",
         choices=ENTRIES,
@@ -213,10 +223,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.protocol == "http"
         else os.environ.get("TRITON_GRPC_URL", "localhost:8001")
     )
+    if not 0 <= args.level <= 100:
+        sys.stderr.write("error: --level must be within 0..100\n")
+        return 2
+    scene = synthetic_scene(oil_level=args.level / 100) if args.synthetic else None
     try:
-        if args.synthetic:
+        if scene is not None:
             buf = io.BytesIO()
-            synthetic_frame().save(buf, "JPEG", quality=92)
+            scene.image.save(buf, "JPEG", quality=92)
             data = buf.getvalue()
         else:
             data = args.image.read_bytes()
@@ -240,11 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         client.close()
-    _report(args, image, results)
+    _report(args, image, results, scene)
     return 0
 
 
-def _report(args: argparse.Namespace, image: Image.Image, results: list[Result]) -> None:
+def _report(args: argparse.Namespace, image: Image.Image, results: list[Result], truth: Scene | None) -> None:
     last = results[-1]
     transport = f"{args.protocol}{' + shm' if args.shm else ''}"
     lines = [f"{args.entry} over {transport}: source {image.width}x{image.height}, {len(last.boxes)} detection(s)"]
@@ -252,7 +266,16 @@ def _report(args: argparse.Namespace, image: Image.Image, results: list[Result])
         lines.append(f"  class {int(cls)} score {score:.3f} box ({x1:.0f}, {y1:.0f}) - ({x2:.0f}, {y2:.0f}) px")
     if not len(last.boxes):
         lines.append("  no detections: the crop is the centred square of the frame")
-    lines.append(f"estimated oil level: {last.oil_pct:.2f} %")
+    for o in truth.oilers if truth else ():
+        x1, y1, x2, y2 = o.box
+        best = max((iou(tuple(b[:4]), o.box) for b in last.boxes), default=0.0)
+        lines.append(f"  truth: oiler ({x1:.0f}, {y1:.0f}) - ({x2:.0f}, {y2:.0f}) px, best IoU {best:.2f}")
+    if truth and truth.oilers and len(last.boxes):
+        level = truth.best_level(tuple(last.boxes[int(np.argmax(last.boxes[:, 4]))][:4]))
+        known = "the best box overlaps no oiler" if level is None else f"{100 * level:.2f} %"
+        lines.append(f"estimated oil level: {last.oil_pct:.2f} %  (true level {known})")
+    else:
+        lines.append(f"estimated oil level: {last.oil_pct:.2f} %")
     ms = np.array([r.latency_s for r in results]) * 1000
     if len(ms) == 1:
         lines.append(f"latency: {ms[0]:.0f} ms")
