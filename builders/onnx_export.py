@@ -14,12 +14,14 @@ import torch
 from builders.errors import BuildError
 
 OPSET = 17  # GridSample needs 16; the legacy exporter is proven here up to 17
-IR_VERSION = 8  # onnx 1.23 stamps IR 14, which onnxruntime 1.31 refuses; 8 is opset 17's
 
 
 def finalize_model(model: onnx.ModelProto, path: Path) -> None:
-    """Pin the IR version, validate and save."""
-    model.ir_version = IR_VERSION
+    """Pin the IR version to the lowest the model's opsets allow (8 for opset 17), validate and save.
+
+    onnx 1.23 stamps IR 14, which onnxruntime refuses; a user's export at opset 19+ needs more than 8.
+    """
+    model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:

@@ -1,13 +1,15 @@
-"""YOLOv8 detector plus an ONNX class-aware NMS tail, so Triton serves boxes instead of raw anchors."""
+"""YOLOv8 detector, an ONNX class-aware NMS tail (so Triton serves boxes, not raw anchors), and ONNX import."""
 
 from __future__ import annotations
 
+import ast
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 from onnx import TensorProto, compose, helper, numpy_helper
 
@@ -23,7 +25,9 @@ from ultralytics.nn.modules import Detect, v10Detect
 from ultralytics.nn.tasks import DetectionModel, load_checkpoint
 
 DETECTIONS = 300  # rows of the output, zero padded
-MAX_WH = 7680.0  # per-class box offset; larger than any box coordinate, so classes never overlap in NMS
+MIN_OPSET = 13  # Unsqueeze/Squeeze/Pad take axes and pads as inputs from opset 13 on
+MAX_OPSET = min(28, onnx.defs.onnx_opset_version())  # 28: the newest ai.onnx opset onnxruntime 1.32 has kernels for
+IMAGE = (3, 640, 640)  # what Triton feeds the detector per image
 
 
 def build_yolov8(
@@ -69,16 +73,24 @@ def nms_graph(
     max_det: int = DETECTIONS,
     opset: int = 17,
 ) -> onnx.ModelProto:
-    """ONNX graph 'raw' [B,4+nc,A] (B, A dynamic) -> 'detections' [B,max_det,6].
+    """ONNX graph 'raw' [B,4+nc,A] (B, A dynamic) -> 'detections' [B,max_det,6], for any opset MIN..MAX_OPSET.
 
     Rows are x1,y1,x2,y2,score,class sorted by score descending; rows past the survivors are all zeros.
-    Classes are kept apart by shifting boxes by class*MAX_WH before one single-class NonMaxSuppression.
+    Class-aware through NonMaxSuppression's own classes: scores [B,nc,A] keep each anchor's score in its argmax
+    class only (0 elsewhere), so an anchor is never selected twice and boxes stay in pixels. No class*offset
+    shift: that reached 7680*(nc-1) and overflowed FP16 (max 65504) from class 9 on under TensorRT FP16.
     Scores are padded with max_det zeros before TopK, so any anchor count A works (even A < max_det).
     """
-    if not 13 <= opset <= 17:  # ReduceMax takes axes as an attribute only up to 17; Pad/Unsqueeze inputs need 13
-        raise BuildError(f"nms_graph supports opset 13..17, got {opset}")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise BuildError(f"nms_graph supports opset {MIN_OPSET}..{MAX_OPSET}, got {opset}")
+    if not score_threshold >= 0:  # a class's masked-out scores are 0 and must never pass
+        raise BuildError(f"nms_graph: score_threshold must be >= 0, got {score_threshold}")
     channels = 4 + num_classes
     n = helper.make_node
+    if opset >= 18:  # ReduceMax takes axes as an input from opset 18 on
+        reduce_max = n("ReduceMax", ["cls_scores", "i1"], ["score"], keepdims=0)
+    else:
+        reduce_max = n("ReduceMax", ["cls_scores"], ["score"], axes=[1], keepdims=0)
     nodes = [
         n("Slice", ["raw", "i0", "i2", "i1"], ["xy"]),  # [B,2,A] centres
         n("Slice", ["raw", "i2", "i4", "i1"], ["wh"]),
@@ -88,15 +100,14 @@ def nms_graph(
         n("Add", ["xy", "half_wh"], ["x2y2"]),
         n("Concat", ["x1y1", "x2y2"], ["xyxy_t"], axis=1),
         n("Transpose", ["xyxy_t"], ["boxes"], perm=[0, 2, 1]),  # [B,A,4]
-        n("ReduceMax", ["cls_scores"], ["score"], axes=[1], keepdims=0),  # [B,A]
-        n("ArgMax", ["cls_scores"], ["cls"], axis=1, keepdims=0),
-        n("Cast", ["cls"], ["cls_f"], to=TensorProto.FLOAT),
-        n("Mul", ["cls_f", "max_wh"], ["offset"]),
-        n("Unsqueeze", ["offset", "i2"], ["offset3"]),
-        n("Add", ["boxes", "offset3"], ["nms_boxes"]),  # classes moved apart: one NMS pass is class-aware
-        n("Unsqueeze", ["score", "i1"], ["nms_scores"]),  # [B,1,A]: a single NMS "class"
-        n("NonMaxSuppression", ["nms_boxes", "nms_scores", "max_out", "iou", "thr"], ["selected"], center_point_box=0),
-        n("Gather", ["selected", "batch_box"], ["pairs"], axis=1),  # [N,2] (batch, box)
+        reduce_max,  # [B,A]
+        n("ArgMax", ["cls_scores"], ["cls"], axis=1, keepdims=0),  # first of tied maxima, like numpy
+        n("Gather", ["class_values", "cls"], ["cls_f"], axis=0),  # class as float; no Cast(to=FLOAT) to retype
+        n("Unsqueeze", ["cls", "i1"], ["cls_row"]),  # [B,1,A]
+        n("Equal", ["class_ids", "cls_row"], ["own_class"]),  # [B,nc,A]: true in each anchor's argmax class only
+        n("Where", ["own_class", "cls_scores", "zero_f"], ["nms_scores"]),
+        n("NonMaxSuppression", ["boxes", "nms_scores", "max_out", "iou", "thr"], ["selected"], center_point_box=0),
+        n("Gather", ["selected", "batch_box"], ["pairs"], axis=1),  # [N,2] (batch, box); each box at most once
         n("Shape", ["selected"], ["sel_shape"]),
         n("Slice", ["sel_shape", "i0", "i1", "i0"], ["n_sel"]),
         n("ConstantOfShape", ["n_sel"], ["ones"], value=_const("one", [1.0], np.float32)),
@@ -117,9 +128,13 @@ def nms_graph(
         n("Greater", ["top3", "zero_f"], ["live"]),
         n("Where", ["live", "picked", "zero_f"], ["detections"]),  # Where, not Mul: no NaN from 0*inf
     ]
+    for node in nodes:  # unique node names: tools such as the FP16 converter name their Casts after them
+        node.name = node.output[0]
     inits = [
         _const("i0", [0]), _const("i1", [1]), _const("i2", [2]), _const("i4", [4]), _const("ic", [channels]),
-        _const("half", 0.5, np.float32), _const("max_wh", MAX_WH, np.float32), _const("zero_f", 0.0, np.float32),
+        _const("half", 0.5, np.float32), _const("zero_f", 0.0, np.float32),
+        _const("class_ids", np.arange(num_classes).reshape(1, num_classes, 1)),
+        _const("class_values", np.arange(num_classes), np.float32),
         _const("max_out", [max_det]), _const("iou", [iou_threshold], np.float32),
         _const("thr", [score_threshold], np.float32), _const("batch_box", [0, 2]), _const("k", [max_det]),
         _const("pad2", [0, 0, 0, max_det]), _const("pad3", [0, 0, 0, 0, max_det, 0]), _const("tile6", [1, 1, 6]),
@@ -131,9 +146,9 @@ def nms_graph(
         [helper.make_tensor_value_info("detections", TensorProto.FLOAT, ["batch", max_det, 6])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8  # helper stamps the newest IR, which onnxruntime rejects; 8 covers opsets 13..17
-    return model
+    opsets = [helper.make_opsetid("", opset)]
+    # helper.make_model stamps the newest IR, which older onnxruntime builds reject; take the opset's own.
+    return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
 
 
 def reference_nms(
@@ -141,8 +156,10 @@ def reference_nms(
 ) -> np.ndarray:
     """Greedy class-aware NMS in numpy with nms_graph's semantics: [B,4+nc,A] -> [B,max_det,6].
 
-    Mirrors onnxruntime's float32 arithmetic (offset boxes, score > threshold, IoU > threshold suppresses),
-    so a comparison against the graph does not flicker on boxes right at the IoU threshold.
+    Each anchor competes in its argmax class only; per class, the best box suppresses the boxes it overlaps
+    with IoU > threshold; survivors of all classes are sorted by score (then anchor) and cut to max_det.
+    Mirrors onnxruntime's float32 arithmetic (score > threshold; no suppression by empty boxes), so a
+    comparison against the graph does not flicker on boxes right at the IoU threshold.
     """
     raw = np.asarray(raw, dtype=np.float32)
     out = np.zeros((raw.shape[0], max_det, 6), np.float32)
@@ -150,22 +167,26 @@ def reference_nms(
     for b, pred in enumerate(raw):
         half = pred[2:4].T * np.float32(0.5)
         boxes = np.concatenate([pred[:2].T - half, pred[:2].T + half], axis=1)
-        score, cls = pred[4:].max(axis=0), pred[4:].argmax(axis=0).astype(np.float32)
-        shifted = boxes + (cls * np.float32(MAX_WH))[:, None]
-        lo, hi = np.minimum(shifted[:, :2], shifted[:, 2:]), np.maximum(shifted[:, :2], shifted[:, 2:])
+        score, cls = pred[4:].max(axis=0), pred[4:].argmax(axis=0)
+        lo, hi = np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])
         area = np.prod(hi - lo, axis=1)
-        order = np.argsort(-score, kind="stable")
-        order = order[score[order] > np.float32(score_threshold)]
         keep: list[int] = []
-        while order.size and len(keep) < max_det:
-            i, rest = order[0], order[1:]
-            keep.append(i)
-            wh = np.clip(np.minimum(hi[i], hi[rest]) - np.maximum(lo[i], lo[rest]), 0, None)
-            inter = wh[:, 0] * wh[:, 1]
-            union = area[i] + area[rest] - inter
-            iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0).astype(np.float32)
-            order = rest[iou <= iou_thr]
-        out[b, : len(keep)] = np.column_stack([boxes[keep], score[keep], cls[keep]])
+        for c in np.unique(cls):
+            order = np.flatnonzero((cls == c) & (score > np.float32(score_threshold)))
+            order = order[np.argsort(-score[order], kind="stable")]
+            kept_here = 0
+            while order.size and kept_here < max_det:
+                i, rest = order[0], order[1:]
+                keep.append(i)
+                kept_here += 1
+                wh = np.clip(np.minimum(hi[i], hi[rest]) - np.maximum(lo[i], lo[rest]), 0, None)
+                inter = wh[:, 0] * wh[:, 1]
+                union = area[i] + area[rest] - inter
+                valid = (inter > 0) & (area[i] > 0) & (area[rest] > 0) & (union > 0)
+                iou = np.where(valid, inter / np.where(valid, union, 1), 0).astype(np.float32)
+                order = rest[iou <= iou_thr]
+        keep = sorted(keep, key=lambda i: (-score[i], i))[:max_det]
+        out[b, : len(keep)] = np.column_stack([boxes[keep], score[keep], cls[keep].astype(np.float32)])
     return out
 
 
@@ -179,21 +200,29 @@ def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
             info.name = new
 
 
+def _opset(model: onnx.ModelProto) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
 def attach_nms(
     backbone: onnx.ModelProto, num_classes: int, *, input_name: str, output_name: str, **nms_kwargs
 ) -> onnx.ModelProto:
-    """Append nms_graph to a one-input, one-output backbone; name the result's input/output as Triton expects."""
+    """Append nms_graph to a one-input, one-output backbone; name the result's input/output as Triton expects.
+
+    The NMS graph is written for the backbone's own opset (MIN_OPSET..MAX_OPSET): no version conversion, which
+    has no adapters for several ops (ultralytics' default opset-18 export fails on Split).
+    """
     if len(backbone.graph.input) != 1 or len(backbone.graph.output) != 1:
         raise BuildError("attach_nms: the backbone must have exactly one input and one output")
-    opset = next((o.version for o in backbone.opset_import if o.domain in ("", "ai.onnx")), None)
-    if opset != 17:  # both halves must share one opset (and IR version); NMS is written for 17
-        try:
-            backbone = onnx.version_converter.convert_version(backbone, 17)
-        except Exception as exc:
-            raise BuildError(f"attach_nms: cannot convert the backbone from opset {opset} to 17 ({exc})") from exc
-        backbone.ir_version = max(backbone.ir_version, 8)  # a copy: the caller's model is left as it was
-    nms = nms_graph(num_classes, opset=17, **nms_kwargs)
-    nms.ir_version = backbone.ir_version
+    opset = _opset(backbone)
+    if opset is None or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise BuildError(f"attach_nms: backbone opset {opset}; re-export it with an opset in {MIN_OPSET}..{MAX_OPSET}")
+    nms = nms_graph(num_classes, opset=opset, **nms_kwargs)
+    ir_version = max(backbone.ir_version, nms.ir_version)  # merge_models needs one IR version on both sides
+    if backbone.ir_version != ir_version:
+        backbone = onnx.ModelProto.FromString(backbone.SerializeToString())  # the caller's model stays as it was
+        backbone.ir_version = ir_version
+    nms.ir_version = ir_version
     # merge_models prefixes io_map's right side itself; "nms/" keeps NMS names clear of the backbone's.
     merged = compose.merge_models(backbone, nms, io_map=[(backbone.graph.output[0].name, "raw")], prefix2="nms/")
     _rename(merged.graph, merged.graph.input[0].name, input_name)
@@ -202,15 +231,188 @@ def attach_nms(
     return merged
 
 
-def is_raw_head(model: onnx.ModelProto) -> bool:
-    """True if the single output looks like [B, 4+nc, A] (needs NMS); False for [B,300,6] and other layouts.
+def _dims(info: onnx.ValueInfoProto) -> list[int | None]:
+    """Declared dims; None where symbolic or unknown."""
+    return [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
 
-    The torchscript exporter leaves every output dim symbolic once the batch is dynamic, so unknown dims count
-    as compatible; a known last dim of 6 marks finished detections (raw heads have thousands of anchors there).
+
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def output_shape(model: onnx.ModelProto, label: str = "the model") -> tuple[int, ...]:
+    """The single output's real shape for one gray 640x640 image (declared dims may be symbolic or wrong)."""
+    try:
+        session = _session(model)
+        (out,) = session.run(None, {model.graph.input[0].name: np.full((1, *IMAGE), 0.5, np.float32)})
+    except Exception as exc:  # onnxruntime raises its own types; the message carries the detail
+        raise BuildError(f"{label}: onnxruntime cannot run it on one [1,3,640,640] image ({exc})") from exc
+    return tuple(out.shape)
+
+
+def is_raw_head(model: onnx.ModelProto, shape: tuple[int, ...] | None = None) -> bool:
+    """True if the single output is [B, 4+nc, A] (needs NMS); False for [B,300,6] and other layouts.
+
+    Judged on the real output shape of one image (`shape`, else one onnxruntime run): exporters leave output dims
+    symbolic once the batch is dynamic (dim_value 0). Raw heads have more anchors than channels.
     """
     if len(model.graph.output) != 1:
         return False
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in model.graph.output[0].type.tensor_type.shape.dim]
-    if len(dims) != 3 or dims[2] == 6 or (dims[1] is not None and dims[1] < 5):
-        return False
-    return None in dims[1:] or dims[2] > dims[1]  # anchors outnumber channels in the raw layout
+    shape = output_shape(model) if shape is None else shape
+    return len(shape) == 3 and shape[1] >= 5 and shape[2] > shape[1]
+
+
+def per_image_scan(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Run a graph whose batch is fixed at 1 once per image: its nodes become the body of a Scan over axis 0.
+
+    Input 'images' [B,...] -> output 'output' [B,...] for any B. Weights stay in the outer graph (the body reads
+    them from there); every inner name gets a "per_image/" prefix, so outer names never shadow inner ones.
+    """
+    inner = compose.add_prefix(model, "per_image/")
+    graph, x, y = inner.graph, inner.graph.input[0], inner.graph.output[0]
+    x_type, y_type = x.type.tensor_type.elem_type, y.type.tensor_type.elem_type
+    item, item_out, axis = "per_image/item", "per_image/item_out", "per_image/axis0"
+    body = helper.make_graph(
+        [
+            helper.make_node("Unsqueeze", [item, axis], [x.name]),
+            *graph.node,
+            helper.make_node("Squeeze", [y.name, axis], [item_out]),
+        ],
+        "per_image",
+        [helper.make_tensor_value_info(item, x_type, _dims(x)[1:])],
+        [helper.make_tensor_value_info(item_out, y_type, _dims(y)[1:])],
+        value_info=graph.value_info,
+    )
+    outer = helper.make_graph(
+        [helper.make_node("Scan", ["images"], ["output"], body=body, num_scan_inputs=1)],
+        graph.name,
+        [helper.make_tensor_value_info("images", x_type, ["batch", *_dims(x)[1:]])],
+        [helper.make_tensor_value_info("output", y_type, ["batch", *_dims(y)[1:]])],
+        [*graph.initializer, _const(axis, [0])],
+        sparse_initializer=graph.sparse_initializer,
+    )
+    wrapped = helper.make_model(outer, opset_imports=model.opset_import, ir_version=model.ir_version)
+    wrapped.metadata_props.extend(model.metadata_props)
+    wrapped.functions.extend(inner.functions)
+    return wrapped
+
+
+def _ultralytics_metadata(model: onnx.ModelProto) -> dict[str, object]:
+    """task, names, args, ... as ultralytics' exporter writes them (Python literals as strings); {} if absent."""
+    meta: dict[str, object] = {}
+    for prop in model.metadata_props:
+        try:
+            meta[prop.key] = ast.literal_eval(prop.value) if prop.key in ("names", "args") else prop.value
+        except (ValueError, SyntaxError):
+            meta[prop.key] = prop.value
+    return meta
+
+
+def _check_batch(model: onnx.ModelProto, where: str) -> np.ndarray:
+    """A batch of two different images must give what each image gives alone; returns the batch's output."""
+    x = np.random.default_rng(0).random((2, *IMAGE), dtype=np.float32)
+    session = _session(model)
+    name = model.graph.input[0].name
+    both = session.run(None, {name: x})[0]
+    each = np.concatenate([session.run(None, {name: x[i : i + 1]})[0] for i in range(2)])
+    diff = float(np.max(np.abs(both - each))) if both.shape == each.shape else float("inf")
+    if not diff <= 1e-3 * max(1.0, float(np.max(np.abs(each)))):
+        raise BuildError(f"{where}: a batch of 2 differs from its 2 images run alone ({diff:.3g}); re-export it")
+    return both
+
+
+def _check_detections(rows: np.ndarray, where: str, num_classes: int | None) -> None:
+    """Rows must read x1,y1,x2,y2,score,class: score-sorted live rows (score in (0,1], class an index), then zeros."""
+    for image in rows:
+        count = int((image[:, 4] > 0).sum())
+        x1, y1, x2, y2, score, cls = image[:count].T
+        valid = (x2 >= x1) & (y2 >= y1) & (score <= 1) & (cls >= 0) & (cls == np.round(cls))
+        if not (valid.all() and np.all(np.diff(score) <= 0) and not image[count:].any()) or (
+            num_classes is not None and np.any(cls >= num_classes)
+        ):
+            raise BuildError(f"{where}: the output is not x1,y1,x2,y2,score,class rows sorted by score, zero padded")
+
+
+def _load_checked(path: Path) -> tuple[onnx.ModelProto, dict[str, object], int | None]:
+    """Load a user's ONNX detector; refuse what cannot be served. Returns (model, metadata, declared batch)."""
+    where = f"--yolo-weights {path}"
+    if not path.is_file():
+        raise BuildError(f"{where} does not exist")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises DecodeError and others
+        raise BuildError(f"{where}: not a readable ONNX model ({exc})") from exc
+    meta = _ultralytics_metadata(model)
+    if meta.get("task", "detect") != "detect":
+        raise BuildError(f"{where}: an ultralytics '{meta['task']}' model; only detection models are served")
+    opset = _opset(model)
+    if opset is None or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise BuildError(f"{where}: opset {opset}; re-export it with an opset in {MIN_OPSET}..{MAX_OPSET}")
+    inputs, outputs = len(model.graph.input), len(model.graph.output)
+    if inputs != 1 or outputs != 1:
+        raise BuildError(f"{where}: {inputs} inputs and {outputs} outputs; a detector with one of each is expected")
+    x = model.graph.input[0]
+    dims, dtype = _dims(x), x.type.tensor_type.elem_type
+    if dtype != TensorProto.FLOAT or len(dims) != 4 or any(d not in (None, w) for d, w in zip(dims[1:], IMAGE)):
+        dims_text = ", ".join("?" if d is None else str(d) for d in dims)
+        raise BuildError(
+            f"{where}: input '{x.name}' is {TensorProto.DataType.Name(dtype)} [{dims_text}]; FLOAT [batch, 3, 640, "
+            "640] is expected (re-export with imgsz=640 and no half/int8)"
+        )
+    if dims[0] not in (None, 1):
+        raise BuildError(f"{where}: batch fixed at {dims[0]}; re-export it with dynamic=True")
+    return model, meta, dims[0]
+
+
+def import_onnx(path: Path, *, input_name: str, output_name: str, **nms_kwargs) -> tuple[onnx.ModelProto, str]:
+    """Make a user's ONNX detector servable: [B,3,640,640] RGB 0..1 -> [B,300,6], named input_name/output_name.
+
+    Takes what `YOLO(pt).export(format="onnx")` writes (ultralytics 8.4: opset 18 unless `opset=`, batch fixed
+    at 1 unless `dynamic=True`) and graphs laid out like it, judged on the output of one real run:
+    - raw head [B,4+nc,A]: nc from that output (declared dims are symbolic with dynamic=True), which must agree
+      with ultralytics' `names` metadata when present; nms_graph is appended at the model's own opset.
+    - detections [B,300,6] x1,y1,x2,y2,score,class in input pixels (`nms=True`, NMS-free heads): used as
+      exported, with the thresholds chosen at export.
+    A batch fixed at 1 runs once per image inside a Scan over the batch (per_image_scan), and so does
+    ultralytics' nms=True graph even with dynamic=True: its NMS loop is unrolled for the export's batch size,
+    so further images would come out empty. A batch of 2 must then equal its 2 images run alone.
+    Returns the model and a sentence for the build log; BuildError names the file and what to re-export.
+    """
+    where = f"--yolo-weights {path}"
+    model, meta, batch = _load_checked(path)
+    shape = output_shape(model, where)
+    raw = is_raw_head(model, shape)
+    args, names = meta.get("args"), meta.get("names")
+    num_classes = len(names) if isinstance(names, dict | list) else None
+    ultralytics_nms = isinstance(args, dict) and bool(args.get("nms"))
+    notes = [f"ONNX {path.name}, opset {_opset(model)}"]
+    if raw:
+        if num_classes is not None and num_classes != shape[1] - 4:
+            raise BuildError(
+                f"{where}: the output has {shape[1]} channels (4 + classes), its metadata {num_classes} names"
+            )
+        notes.append(f"raw head with {shape[1] - 4} classes + NMS graph")
+    elif len(shape) == 3 and shape[1:] == (DETECTIONS, 6):
+        notes.append("detections with NMS inside, used as exported" + (" (ultralytics nms=True)" * ultralytics_nms))
+    else:
+        raise BuildError(
+            f"{where}: output '{model.graph.output[0].name}' is {list(shape)} for one image; a raw YOLO head "
+            f"[1, 4+classes, anchors] or detections [1, {DETECTIONS}, 6] is expected (re-export, max_det={DETECTIONS})"
+        )
+    if ultralytics_nms and not raw:
+        model = per_image_scan(model)
+        notes.append("ultralytics unrolls its NMS for a fixed batch: runs once per image in a Scan")
+    elif batch == 1:
+        model = per_image_scan(model)
+        notes.append("batch fixed at 1 by the export: runs once per image in a Scan (dynamic=True batches natively)")
+    rows = _check_batch(model, where)
+    if raw:
+        model = attach_nms(model, shape[1] - 4, input_name=input_name, output_name=output_name, **nms_kwargs)
+        return model, "; ".join(notes)
+    _check_detections(rows, where, num_classes)
+    _rename(model.graph, model.graph.input[0].name, input_name)
+    _rename(model.graph, model.graph.output[0].name, output_name)
+    onnx.checker.check_model(model)
+    return model, "; ".join(notes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import onnx
@@ -11,7 +12,16 @@ import pytest
 import torch
 
 from builders.errors import BuildError
-from builders.nets.yolo import DETECTIONS, attach_nms, build_yolov8, is_raw_head, nms_graph, reference_nms
+from builders.nets.yolo import (
+    DETECTIONS,
+    MAX_OPSET,
+    MIN_OPSET,
+    attach_nms,
+    build_yolov8,
+    is_raw_head,
+    nms_graph,
+    reference_nms,
+)
 
 NUM_CLASSES = 3
 
@@ -21,16 +31,21 @@ def _run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> np.ndarray:
     return session.run(None, feed)[0]
 
 
-def _raw(boxes: list[tuple[float, float, float, float, int, float]], anchors: int = 400, seed: int = 0) -> np.ndarray:
+def _raw(
+    boxes: list[tuple[float, float, float, float, int, float]],
+    anchors: int = 400,
+    seed: int = 0,
+    classes: int = NUM_CLASSES,
+) -> np.ndarray:
     """[4+nc, anchors] with the given (cx, cy, w, h, class, score) first, then low-score background anchors."""
     rng = np.random.default_rng(seed)
-    raw = np.zeros((4 + NUM_CLASSES, anchors), np.float32)
+    raw = np.zeros((4 + classes, anchors), np.float32)
     raw[:2] = rng.uniform(0, 640, (2, anchors))
     raw[2:4] = rng.uniform(5, 120, (2, anchors))
-    raw[4:] = rng.uniform(0, 0.2, (NUM_CLASSES, anchors))
+    raw[4:] = rng.uniform(0, 0.2, (classes, anchors))
     for i, (cx, cy, w, h, cls, score) in enumerate(boxes):
         raw[:4, i] = cx, cy, w, h
-        raw[4:, i] = rng.uniform(0, 0.1, NUM_CLASSES)
+        raw[4:, i] = rng.uniform(0, 0.1, classes)
         raw[4 + cls, i] = score
     return raw
 
@@ -85,6 +100,69 @@ def test_nms_graph_handles_fewer_anchors_than_max_det_when_input_is_small():
     got = _run(nms_graph(NUM_CLASSES), {"raw": raw})
     assert got.shape == (1, DETECTIONS, 6)
     assert np.abs(got - reference_nms(raw)).max() < 1e-4
+
+
+def test_nms_graph_keeps_overlapping_boxes_of_other_classes_when_classes_differ():
+    # Same place, classes 0 and 2: both kept. Class 1 twice: the weaker is suppressed; a box is never kept twice.
+    same = [(200, 200, 100, 100, 0, 0.9), (200, 200, 100, 100, 2, 0.8), (205, 200, 100, 100, 1, 0.7)]
+    raw = _raw([*same, (200, 205, 100, 100, 1, 0.6)], anchors=30)[None]
+    got = _run(nms_graph(NUM_CLASSES), {"raw": raw})[0]
+    kept = got[got[:, 4] > 0]
+    assert kept[:, 5].tolist() == [0, 2, 1] and np.allclose(kept[:, 4], [0.9, 0.8, 0.7])
+    assert np.abs(got - reference_nms(raw)[0]).max() < 1e-5
+
+
+def test_nms_graph_matches_reference_at_every_opset_when_backbone_opset_varies():
+    raw = _clustered_batch()
+    want = reference_nms(raw)
+    for opset in range(MIN_OPSET, MAX_OPSET + 1):  # 13 .. 28 with onnx 1.23 and onnxruntime 1.32
+        model = nms_graph(NUM_CLASSES, opset=opset)
+        onnx.checker.check_model(model, full_check=True)
+        assert np.abs(_run(model, {"raw": raw}) - want).max() < 1e-4, opset
+    with pytest.raises(BuildError, match="opset"):
+        nms_graph(NUM_CLASSES, opset=MIN_OPSET - 1)
+
+
+def _scenes_80_classes() -> np.ndarray:
+    """Two images, 80 classes: per class a kept box, a suppressed near-copy (IoU ~0.8) and a kept neighbour
+    (IoU ~0.1), all scores at least 0.004 apart (FP16 keeps their order); plus one place shared by 8 classes."""
+    rng = np.random.default_rng(5)
+    images = []
+    for b in range(2):
+        boxes = []
+        scores = iter(rng.permutation(np.linspace(0.3, 0.99, 3 * 80 + 8)))
+        for cls in range(80):
+            cx, cy = rng.uniform(60, 580, 2)
+            boxes += [(cx, cy, 80, 60, cls, next(scores))]
+            boxes += [(cx + 5, cy + 3, 80, 60, cls, next(scores))]
+            boxes += [(cx + 70, cy, 80, 60, cls, next(scores))]
+        boxes += [(320, 320, 90, 90, cls, next(scores)) for cls in range(0, 80, 10)]
+        images.append(_raw(boxes, anchors=900, seed=20 + b, classes=80))
+    return np.stack(images)
+
+
+def test_nms_graph_gives_fp32_results_when_converted_to_fp16_with_80_classes():
+    from onnxconverter_common.float16 import convert_float_to_float16
+
+    # The old design shifted boxes by class * 7680 before one NonMaxSuppression: infinite in FP16 from class 9.
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.float16(9 * 7680.0 + 640))
+    model = nms_graph(80)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        half = convert_float_to_float16(model, keep_io_types=True)
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in half.graph.initializer)
+    raw = _scenes_80_classes()
+    want, got = _run(model, {"raw": raw}), _run(half, {"raw": raw})
+    assert np.abs(want - reference_nms(raw)).max() < 1e-4
+    for w, g in zip(want, got):
+        kept = w[:, 4] > 0
+        assert 160 <= kept.sum() <= 3 * 80 + 8 and (w[kept, 5] >= 9).sum() > 100  # some suppressed; classes >= 9
+        assert np.array_equal(g[:, 4] > 0, kept) and np.array_equal(g[:, 5], w[:, 5])  # same boxes, same order
+        assert np.abs(g[:, :4] - w[:, :4]).max() <= 0.5  # FP16 spacing is 0.5 px between 512 and 1024
+        assert np.abs(g[:, 4] - w[:, 4]).max() < 1e-3
+        shared = w[kept & (np.abs(w[:, 0] - 275) < 1e-3) & (np.abs(w[:, 1] - 275) < 1e-3)]
+        assert sorted(shared[:, 5].tolist()) == list(range(0, 80, 10))
 
 
 def test_build_yolov8_is_deterministic_when_seed_is_fixed():
@@ -145,5 +223,7 @@ def test_attach_nms_runs_end_to_end_when_batch_is_two(exported):
 
 def test_is_raw_head_tells_backbone_from_merged_when_given_both(exported):
     _, backbone = exported
-    assert is_raw_head(backbone)
+    assert [d.dim_param for d in backbone.graph.output[0].type.tensor_type.shape.dim][0] == "batch"
+    assert is_raw_head(backbone)  # judged on a real run, not on the declared dims
     assert not is_raw_head(attach_nms(backbone, 1, input_name="images", output_name="detections"))
+    assert is_raw_head(backbone, (1, 84, 8400)) and not is_raw_head(backbone, (1, DETECTIONS, 6))
