@@ -18,8 +18,9 @@ DEFAULT_REPO = Path(__file__).resolve().parent.parent / "model_repository"
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m builders",
-        description="Export models to ONNX and write a Triton model repository. Without weights, the real "
-        "architectures get deterministic random weights (a loud warning says so).",
+        description="Export models to ONNX and write a Triton model repository. Without weights, the vision models "
+        "use the stand-ins `make train` trained on synthetic CLO frames (weights/clo), and GPT-2 gets deterministic "
+        "random weights; --random-weights makes the vision models random too (a loud warning says so).",
     )
     p.add_argument(
         "pipeline",
@@ -44,9 +45,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-dynamic-batching", action="store_true", help="write configs without dynamic_batching (for benchmarks)"
     )
-    p.add_argument("--yolo-weights", type=Path, help="ultralytics YOLOv8 .pt checkpoint, or a ready .onnx used as-is")
     p.add_argument(
-        "--effnet-weights", type=Path, help="EfficientNetV2-S state_dict (.pt/.pth), regression or ImageNet head"
+        "--yolo-weights",
+        type=Path,
+        help="ultralytics YOLOv8 .pt checkpoint, or its ONNX export (default: the trained stand-in in weights/clo)",
+    )
+    p.add_argument(
+        "--effnet-weights",
+        type=Path,
+        help="EfficientNetV2-S state_dict (.pt/.pth), regression or ImageNet head (default: the trained stand-in)",
+    )
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="vision: seeded random weights instead of the trained stand-ins (plumbing only; outputs are meaningless)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random stand-in weights (default 0)")
     p.add_argument(
@@ -142,6 +154,7 @@ def _build_vision(args: argparse.Namespace) -> None:
             dynamic_batching=not args.no_dynamic_batching,
             yolo_weights=args.yolo_weights,
             effnet_weights=args.effnet_weights,
+            random_weights=args.random_weights,
             seed=args.seed,
             max_image_bytes=args.max_image_bytes,
             max_image_pixels=args.max_image_pixels,

@@ -44,6 +44,12 @@ from builders.triton_config import (
 
 log = logging.getLogger("tritonyard.build")
 
+# The trained stand-ins `make train` writes (committed): what a build uses unless weights are given or refused.
+STAND_IN_DIR = Path(__file__).resolve().parent.parent / "weights" / "clo"
+STAND_IN_YOLO = STAND_IN_DIR / "yolov8n_clo.pt"
+STAND_IN_OIL = STAND_IN_DIR / "oil_effnetv2s.pt"
+STAND_IN_NOTE = "trained on synthetic CLO frames by `make train`, not a production model"
+
 # Max abs diff allowed between an export and its torch source, in each output's own units.
 TOLERANCE = {
     "preprocessing": 1e-5,
@@ -63,8 +69,9 @@ class VisionConfig:
     device: Device = "cpu"
     tensorrt_fp16: bool = False
     dynamic_batching: bool = True
-    yolo_weights: Path | None = None  # ultralytics .pt, or a ready .onnx used as-is
-    effnet_weights: Path | None = None  # state_dict of EfficientNetV2-S (regression or ImageNet head)
+    yolo_weights: Path | None = None  # ultralytics .pt, or a ready .onnx; None: the trained stand-in
+    effnet_weights: Path | None = None  # EfficientNetV2-S state_dict (regression or ImageNet head); None: stand-in
+    random_weights: bool = False  # plumbing only: seeded random init wherever no weights file is given
     seed: int = 0
     max_image_bytes: int = 32 * 1024 * 1024
     max_image_pixels: int = 7680 * 4320
@@ -78,6 +85,17 @@ class VisionConfig:
     @property
     def target(self) -> Target:
         return Target(self.device, self.tensorrt_fp16, self.dynamic_batching, self.queue)
+
+    def weights(self, given: Path | None, stand_in: Path) -> Path | None:
+        """The file to load: the one given, else the trained stand-in, else None (random init, --random-weights)."""
+        if given is not None or self.random_weights:
+            return given
+        if not stand_in.is_file():
+            raise BuildError(
+                f"the trained stand-in {stand_in} is missing: run `make train` to make it, pass your own weights, "
+                "or build with --random-weights (plumbing only)"
+            )
+        return stand_in
 
 
 # Bad pixels are caught on small outputs instead of scanning 99.5 MB frames: each frame pixel feeds one
@@ -143,8 +161,11 @@ def specs(cfg: VisionConfig) -> list[ModelSpec]:
 
 
 def _sample_frames(seed: int, batch: int = 2) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.rand(batch, *FRAME.dims, generator=gen) * 255
+    """Synthetic CLO frames with oilers in them (FP32 [B,3,2160,3840], 0..255), so trained weights find boxes."""
+    from training.scenes import render
+
+    images = [np.asarray(render(seed, 900_000 + i, count=2 - i % 2).image) for i in range(batch)]
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
 
 
 def _checked_export(
@@ -181,27 +202,21 @@ def _export_preprocessing(repo: Path, frames: torch.Tensor) -> np.ndarray:
 
 def _export_yolo(cfg: VisionConfig, repo: Path, letterboxed: np.ndarray) -> None:
     path = _model_path(repo, "yolov8")
-    weights = cfg.yolo_weights
+    weights = cfg.weights(cfg.yolo_weights, STAND_IN_YOLO)
     if weights is not None and weights.suffix == ".onnx":
-        if not weights.is_file():
-            raise BuildError(f"--yolo-weights {weights} does not exist")
-        model = onnx.load(str(weights))
-        if yolo.is_raw_head(model):
-            model = yolo.attach_nms(
-                model,
-                model.graph.output[0].type.tensor_type.shape.dim[1].dim_value - 4,
-                input_name=LETTERBOXED.name,
-                output_name=DETECTIONS.name,
-            )
+        # Raw head -> our NMS graph appended; nms=True export -> used as exported; batch fixed at 1 -> Scan per image.
+        model, how = yolo.import_onnx(weights, input_name=LETTERBOXED.name, output_name=DETECTIONS.name)
         onnx_export.finalize_model(model, path)
         got = onnx_export.run(path, {LETTERBOXED.name: letterboxed})[0]
         if got.shape[1:] != DETECTIONS.dims:
             raise BuildError(f"{weights}: output shape {got.shape[1:]} is not {DETECTIONS.dims}")
-        log.info("  yolov8: using %s as-is (no torch source to compare with)", weights)
+        log.info("  yolov8: %s (no torch source to compare with)", how)
         return
     module, num_classes, source = yolo.build_yolov8(weights, seed=cfg.seed)
     if weights is None:
         progress.warn_random_weights("yolov8", source)
+    elif weights == STAND_IN_YOLO:
+        source = f"{source}, {STAND_IN_NOTE}"
     log.info("  yolov8: %s", source)
     # The raw head is checked against torch first, then the NMS graph against the NumPy reference.
     raw_path = path.with_name("raw.onnx")
@@ -213,11 +228,12 @@ def _export_yolo(cfg: VisionConfig, repo: Path, letterboxed: np.ndarray) -> None
     onnx_export.finalize_model(merged, path)
     got = onnx_export.run(merged, {LETTERBOXED.name: letterboxed})[0]
     diff = onnx_export.check("yolov8 NMS", [got], [yolo.reference_nms(raw)], TOLERANCE["yolov8"])
-    log.info(
-        "  yolov8: NMS graph vs numpy reference %.2e; %d boxes found in the check frames",
-        diff,
-        int((got[:, :, 4] > 0).sum()),
-    )
+    found = int((got[:, :, 4] > 0).sum())
+    log.info("  yolov8: NMS graph vs numpy reference %.2e; %d boxes found in the check frames", diff, found)
+    if found == 0 and weights == STAND_IN_YOLO:
+        raise BuildError(f"{weights}: the trained stand-in found no oiler in the synthetic check frames")
+    if found == 0 and weights is not None:
+        log.warning("  yolov8: %s found no box in the synthetic check frames (other classes?)", weights.name)
 
 
 def _check_detections(batch: int) -> torch.Tensor:
@@ -255,9 +271,12 @@ def _export_u8_steps(repo: Path, frames: torch.Tensor) -> None:
 
 
 def _export_effnet(cfg: VisionConfig, repo: Path) -> None:
-    module, source = build_oil_regressor(cfg.effnet_weights, seed=cfg.seed)
-    if cfg.effnet_weights is None:
+    weights = cfg.weights(cfg.effnet_weights, STAND_IN_OIL)
+    module, source = build_oil_regressor(weights, seed=cfg.seed)
+    if weights is None:
         progress.warn_random_weights("efficientnet_v2", source)
+    elif weights == STAND_IN_OIL:
+        source = f"{source}, {STAND_IN_NOTE}"
     log.info("  efficientnet_v2: %s", source)
     crops = torch.rand(2, *CROP.dims, generator=torch.Generator().manual_seed(cfg.seed))
     path = _model_path(repo, "efficientnet_v2")

@@ -126,7 +126,7 @@ def markdown(results: dict) -> str:
         f"- GPU: {gpu}",
         f"- Triton {m['triton']} (pip nvidia-pytriton build, Python backend), onnxruntime {m['onnxruntime']}, "
         f"numpy {m['numpy']}, Python {m['python']}",
-        "- Models (random stand-in weights, real architectures; model.onnx sizes): "
+        "- Models (the trained stand-ins of weights/clo, trained on synthetic CLO frames; model.onnx sizes): "
         + ", ".join(f"{k} {_mb(v)}" for k, v in m["model_onnx_bytes"].items()),
         "",
         "## Headlines",

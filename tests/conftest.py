@@ -16,7 +16,7 @@ for _var, _value in {"HF_HUB_OFFLINE": "1", "YOLO_OFFLINE": "1", "YOLO_AUTOINSTA
 
 @pytest.fixture(scope="session")
 def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The cpu-target repository with every pipeline, built once with the offline defaults (random weights, seed 0)."""
+    """The cpu-target repository with every pipeline, built once with the defaults (trained vision stand-ins)."""
     from builders import gpt2, vision
 
     repo = tmp_path_factory.mktemp("model_repository")
