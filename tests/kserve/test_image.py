@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from deploy_kserve import ROOT
+from deploy_kserve.files import DASHBOARD, check_dashboard
 from serving.launcher import TritonServer, find_tritonserver
 from serving.supervisor import scan_stubs
 from tests.integration.conftest import free_ports
 from tests.integration.test_launcher import ECHO_MODEL, tiny_repo
-from tests.kserve.conftest import KSERVE, ROOT, validate
+from tests.kserve.conftest import KSERVE
 
 ENTRYPOINT = KSERVE / "image" / "entrypoint.sh"
 SUPERVISOR = ROOT / "serving" / "supervisor.py"
@@ -63,7 +65,7 @@ def test_entrypoint_skips_the_wait_when_wait_seconds_is_zero(tmp_path: Path) -> 
 
 
 def exprs() -> list[str]:
-    dashboard = json.loads(validate.DASHBOARD.read_text())
+    dashboard = json.loads(DASHBOARD.read_text())
     return [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
 
 
@@ -89,11 +91,11 @@ def test_dashboard_groups_by_model_when_showing_per_model_panels() -> None:
 
 
 def test_check_dashboard_rejects_query_when_it_names_an_unknown_metric(tmp_path: Path) -> None:
-    dashboard = json.loads(validate.DASHBOARD.read_text())
+    dashboard = json.loads(DASHBOARD.read_text())
     dashboard["panels"][0]["targets"][0]["expr"] = "rate(nv_inference_request_sucess[5m])"
     path = tmp_path / "dashboard.json"
     path.write_text(json.dumps(dashboard))
-    assert validate.check_dashboard(path).problems == ["'nv_inference_request_sucess' is not a Triton 2.51 metric"]
+    assert check_dashboard(path).problems == ["'nv_inference_request_sucess' is not a Triton 2.51 metric"]
 
 
 def test_entrypoint_starts_the_supervisor_on_its_own_pid_when_the_script_exists(tmp_path: Path) -> None:

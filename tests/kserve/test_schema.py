@@ -1,14 +1,20 @@
-"""CRD openAPIV3Schema -> strict JSON Schema, the fallback schema, and core kinds."""
+"""CRD openAPIV3Schema -> strict JSON Schema, loading KServe's CRDs, and core kinds."""
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 
-from tests.kserve.conftest import crd_schema, find, schemas_for
+from deploy_kserve import schema
+from tests.kserve.conftest import find
 
-QTY = {"anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": crd_schema.QUANTITY_PATTERN}
+# The quantity pattern KServe's CRDs carry (from Kubernetes' resource.Quantity).
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+QTY = {"anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": QUANTITY_PATTERN}
 CRD_NODE = {
     "type": "object",
     "properties": {
@@ -36,7 +42,7 @@ CRD_NODE = {
 
 
 def errors_of(spec: dict) -> list[str]:
-    return crd_schema.errors({"spec": spec}, crd_schema.convert(CRD_NODE))
+    return schema.errors({"spec": spec}, schema.convert(CRD_NODE))
 
 
 def test_convert_rejects_unknown_fields_when_crd_sets_no_additional_properties() -> None:
@@ -73,33 +79,24 @@ def test_convert_enforces_int32_range_when_format_is_int32() -> None:
     assert "is greater than the maximum" in errors_of({"replicas": 2**31})[0]
 
 
-def _properties(schema: dict, path: str = "") -> set[str]:
-    """Every property path of a JSON Schema, arrays as []."""
-    found = set()
-    for name, sub in schema.get("properties", {}).items():
-        found.add(f"{path}.{name}")
-        found |= _properties(sub, f"{path}.{name}")
-    if isinstance(schema.get("items"), dict):
-        found |= _properties(schema["items"], f"{path}[]")
-    for sub in schema.get("anyOf", []):
-        found |= _properties(sub, path)
-    return found
+def test_load_names_the_path_when_the_crd_folder_is_absent(tmp_path: Path) -> None:
+    missing = tmp_path / "shared" / "kserve-crds"
+    with pytest.raises(schema.CrdsMissing, match=f"KServe's CRDs are not at {missing}"):
+        schema.load(missing)
 
 
-@pytest.mark.parametrize("key", sorted(crd_schema.FALLBACK))
-def test_fallback_schema_allows_only_crd_fields_when_compared_with_the_crd(key: tuple[str, str]) -> None:
-    crd = schemas_for("crd").kserve[key]
-    extra = _properties(crd_schema.FALLBACK[key]) - _properties(crd)
-    assert not extra, f"the fallback schema allows fields KServe's CRD does not have: {sorted(extra)}"
+def test_load_names_the_files_when_the_crd_folder_is_incomplete(tmp_path: Path) -> None:
+    (tmp_path / "serving.kserve.io_inferenceservices.yaml").write_text("{}")
+    lacks = "serving.kserve.io_servingruntimes.yaml, serving.kserve.io_clusterservingruntimes.yaml"
+    with pytest.raises(schema.CrdsMissing, match=f"{tmp_path} is incomplete: it lacks {lacks}$"):
+        schema.load(tmp_path)
 
 
 def test_core_errors_rejects_unknown_field_when_pvc_has_a_typo(rendered_overlays: dict[str, list[dict]]) -> None:
     pvc = find(rendered_overlays["gpu"], "PersistentVolumeClaim")
-    assert crd_schema.core_errors(pvc) == []
+    assert schema.core_errors(pvc) == []
     broken = {**pvc, "spec": {**pvc["spec"], "accessMode": ["ReadWriteMany"]}}
-    assert crd_schema.core_errors(broken) == [
-        "spec: Additional properties are not allowed ('accessMode' was unexpected)"
-    ]
+    assert schema.core_errors(broken) == ["spec: Additional properties are not allowed ('accessMode' was unexpected)"]
 
 
 def test_core_errors_rejects_string_args_when_job_container_args_is_a_string(
@@ -107,10 +104,10 @@ def test_core_errors_rejects_string_args_when_job_container_args_is_a_string(
 ) -> None:
     job = copy.deepcopy(find(rendered_overlays["gpu"], "Job"))
     job["spec"]["template"]["spec"]["containers"][0]["args"] = "sleep infinity"
-    (problem,) = crd_schema.core_errors(job)
+    (problem,) = schema.core_errors(job)
     assert problem.startswith("spec.template.spec.containers.0.args:")
 
 
 def test_core_errors_rejects_secret_when_data_is_not_base64_strings(rendered_overlays: dict[str, list[dict]]) -> None:
     secret = {**find(rendered_overlays["gpu"], "Secret"), "data": {"admin-key": 123}}
-    assert crd_schema.core_errors(secret) != []
+    assert schema.core_errors(secret) != []

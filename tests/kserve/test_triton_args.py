@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from deploy_kserve import render
+from deploy_kserve.files import DASHBOARD
+from deploy_kserve.objects import Rendered, generated_models
 from serving.launcher import TritonServer
 from tests.integration.conftest import free_ports
-from tests.kserve.conftest import KSERVE, kustomize_lite, validate
+from tests.kserve.conftest import KSERVE
 
 pytestmark = pytest.mark.integration
 LAUNCHER_SETS = ("--model-repository=", "--http-port=", "--grpc-port=", "--metrics-port=")
@@ -22,7 +25,7 @@ LAUNCHER_SETS = ("--model-repository=", "--http-port=", "--grpc-port=", "--metri
 @pytest.fixture(scope="module")
 def served(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TritonServer, str]]:
     """tritonserver started with the cpu overlay's merged args (runtime + InferenceService), key expanded."""
-    args = validate.Rendered(kustomize_lite.render(KSERVE / "overlays" / "cpu")).container()["args"]
+    args = Rendered(render.render(KSERVE / "overlays" / "cpu")).container()["args"]
     assert args[0] == "tritonserver"
     key = secrets.token_hex(32)  # what the kubelet substitutes for $(TRITON_ADMIN_KEY)
     extra = tuple(a.replace("$(TRITON_ADMIN_KEY)", key) for a in args[1:] if not a.startswith(LAUNCHER_SETS))
@@ -45,7 +48,7 @@ def test_manifest_args_load_every_generated_model_when_triton_starts(served: tup
     server, _ = served
     assert http(server, "/v2/health/ready")[0] == 200  # the readiness and startup probes' path
     assert http(server, "/v2/health/live")[0] == 200  # the liveness probe's path
-    not_ready = [m for m in validate.generated_models("cpu") if http(server, f"/v2/models/{m}/ready")[0] != 200]
+    not_ready = [m for m in generated_models("cpu") if http(server, f"/v2/models/{m}/ready")[0] != 200]
     assert not_ready == []
 
 
@@ -60,7 +63,7 @@ def test_model_repository_api_answers_403_when_the_admin_key_header_is_missing(
     status, body = http(server, "/v2/repository/index", "POST", {"admin-key": key})
     assert status == 200
     assert sorted(re.findall(r'"name":"([^"]+)","version":"1","state":"READY"', body)) == sorted(
-        validate.generated_models("cpu")
+        generated_models("cpu")
     )
 
 
@@ -84,7 +87,7 @@ def test_grpc_model_repository_needs_the_key_metadata_when_restricted(served: tu
         with pytest.raises(InferenceServerException, match="restricted"):
             client.get_model_repository_index()
         index = client.get_model_repository_index(headers={"triton-grpc-protocol-admin-key": key})
-        assert {m.name for m in index.models} == set(validate.generated_models("cpu"))
+        assert {m.name for m in index.models} == set(generated_models("cpu"))
     finally:
         client.close()
 
@@ -103,5 +106,5 @@ def test_dashboard_metrics_exist_when_triton_serves_the_manifest_args(served: tu
 def _dashboard_exprs() -> list[str]:
     import json
 
-    dashboard = json.loads(validate.DASHBOARD.read_text())
+    dashboard = json.loads(DASHBOARD.read_text())
     return [t["expr"] for p in dashboard["panels"] for t in p["targets"]]

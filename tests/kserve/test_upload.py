@@ -1,4 +1,4 @@
-"""`make kserve-upload` (kserve/upload.py): repository checks and the kubectl commands it runs."""
+"""`make kserve-upload` (deploy_kserve/upload.py): repository checks and the kubectl commands it runs."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import io
 from pathlib import Path
 
 import pytest
-import upload
 
-from tests.kserve.conftest import validate
+from deploy_kserve import tools, upload
+from deploy_kserve.objects import generated_models
 
 
 def fake_repository(root: Path, device: str, skip: tuple[str, ...] = ()) -> Path:
     """Folders with a config.pbtxt for every generated model; ONNX-ish ones on KIND_GPU when device is gpu."""
     kind = "KIND_GPU" if device == "gpu" else "KIND_CPU"
-    for name in validate.generated_models(device):
+    for name in generated_models(device):
         if name in skip:
             continue
         (root / name / "1").mkdir(parents=True)
@@ -22,24 +22,26 @@ def fake_repository(root: Path, device: str, skip: tuple[str, ...] = ()) -> Path
     return root
 
 
-def test_target_reads_claim_path_and_namespace_when_the_overlay_renders() -> None:
+def test_target_reads_claim_path_and_namespace_when_the_overlay_renders(kubectl: tools.Kubectl) -> None:
     where = upload.target("gpu")
     assert (where.namespace, where.job_name, where.container) == ("tritonyard", "tritonyard-uploader", "uploader")
     assert where.destination == "/mnt/pvc/model_repository"
     assert where.staging == "/mnt/pvc/.upload-staging"
 
 
-def test_upload_prints_the_kubectl_commands_when_dry_run_and_repository_matches(tmp_path: Path) -> None:
+def test_upload_prints_the_pinned_kubectl_commands_when_dry_run_and_repository_matches(
+    tmp_path: Path, kubectl: tools.Kubectl
+) -> None:
     repo = fake_repository(tmp_path / "model_repository", "gpu")
     out = io.StringIO()
     upload.upload(repo, "gpu", dry_run=True, out=out)
-    commands = [line for line in out.getvalue().splitlines() if line.startswith("$ kubectl")]
+    commands = [line for line in out.getvalue().splitlines() if line.startswith(f"$ {kubectl.path} ")]
     assert commands[0] == (
-        "$ kubectl --namespace tritonyard delete job tritonyard-uploader"
+        f"$ {kubectl.path} --namespace tritonyard delete job tritonyard-uploader"
         " --ignore-not-found --cascade=foreground --wait=true"
     )
     assert (
-        f"$ kubectl --namespace tritonyard cp {repo} '<uploader-pod>:/mnt/pvc/.upload-staging/repo' -c uploader"
+        f"$ {kubectl.path} --namespace tritonyard cp {repo} '<uploader-pod>:/mnt/pvc/.upload-staging/repo' -c uploader"
         in commands
     )
     swap = next(c for c in commands if "mv -t" in c)

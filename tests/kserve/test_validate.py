@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.kserve.conftest import KSERVE, ROOT, failing, find, validate
+from deploy_kserve import OVERLAYS, ROOT, schema, tools, validate
+from deploy_kserve.files import check_image
+from deploy_kserve.objects import merge_container, parse_quantity
+from tests.kserve.conftest import failing, find
 
 
 def isvc(objects: list[dict]) -> dict:
@@ -21,7 +24,7 @@ def model(objects: list[dict]) -> dict:
     return isvc(objects)["spec"]["predictor"]["model"]
 
 
-def problems_of(objects: list[dict], schemas: validate.Schemas, device: str = "gpu") -> dict[str, list[str]]:
+def problems_of(objects: list[dict], schemas: schema.Schemas, device: str = "gpu") -> dict[str, list[str]]:
     return failing(validate.validate_objects(objects, device, schemas))
 
 
@@ -33,36 +36,45 @@ def only_rule(problems: dict[str, list[str]], fragment: str) -> list[str]:
     return found
 
 
-def test_validator_passes_when_manifests_are_as_shipped(schemas: validate.Schemas) -> None:
+def test_validator_passes_when_manifests_are_as_shipped(schemas: schema.Schemas, kubectl: tools.Kubectl) -> None:
     out = io.StringIO()
-    assert validate.run(validate.OVERLAYS, schemas, out) == 0, out.getvalue()
-    assert out.getvalue().startswith(f"validation level: {schemas.level}: ")
+    assert validate.run(OVERLAYS, schemas, kubectl, out) == 0, out.getvalue()
+    assert out.getvalue().startswith("validation level: crd: KServe v0.20.0 CRDs from ")
     assert "FAIL" not in out.getvalue()
 
 
-def test_validator_script_reports_its_level_when_run_from_the_command_line() -> None:
-    done = subprocess.run(
-        [sys.executable, str(KSERVE / "validate.py"), "--no-crds", "--overlay", "cpu"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "deploy_kserve.validate", *args], capture_output=True, text=True, cwd=ROOT, timeout=300
     )
+
+
+def test_validator_cli_reports_its_levels_and_kubectl_when_run_as_make_does() -> None:
+    done = run_cli("--overlay", "cpu")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.startswith("validation level: fallback: ")
-    assert "overlay cpu (repository built with DEVICE=cpu)" in done.stdout
-    assert done.stdout.rstrip().endswith("passed: 0 failing check(s); validation level fallback")
+    pins = tools.pins()
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("validation level: crd: KServe v0.20.0 CRDs from ")
+    assert lines[1] == f"core kinds: kubernetes-validate {schema.K8S_VERSION}, strict"
+    assert lines[2] == (
+        f"renderer: kubectl kustomize, kubectl {pins['KUBECTL_VERSION']} (kustomize {pins['KUSTOMIZE_VERSION']})"
+        " at .tools/bin/kubectl"
+    )
+    assert "overlay cpu (repository built with DEVICE=cpu)" in lines
+    assert "  ok   render (kubectl kustomize): 6 objects" in lines
+    assert lines[-1] == "passed: 0 failing check(s); validation level crd"
 
 
-def test_select_schemas_falls_back_when_the_crd_folder_is_absent(tmp_path) -> None:
-    chosen = validate.select_schemas(tmp_path / "no-such-dir")
-    assert chosen.level == "fallback"
-    assert "not found" in chosen.description
+def test_validator_cli_exits_2_naming_the_path_when_the_crd_folder_is_absent(tmp_path: Path) -> None:
+    done = run_cli("--crds", str(tmp_path / "kserve-crds"))
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.startswith(f"kserve-validate: KServe's CRDs are not at {tmp_path / 'kserve-crds'}: ")
 
 
 # ----- the negative cases the issue names -------------------------------------------------------
 def test_schema_rejects_field_when_storage_uri_is_misspelled_storage_url(
-    gpu_objects: list[dict], schemas: validate.Schemas
+    gpu_objects: list[dict], schemas: schema.Schemas
 ) -> None:
     m = model(gpu_objects)
     m["storageUrl"] = m.pop("storageUri")
@@ -73,7 +85,7 @@ def test_schema_rejects_field_when_storage_uri_is_misspelled_storage_url(
     ]
 
 
-def test_schema_rejects_args_when_given_as_a_string(gpu_objects: list[dict], schemas: validate.Schemas) -> None:
+def test_schema_rejects_args_when_given_as_a_string(gpu_objects: list[dict], schemas: schema.Schemas) -> None:
     model(gpu_objects)["args"] = "--model-control-mode=explicit --load-model=ensemble"
     problems = problems_of(gpu_objects, schemas)
     assert problems[f"schema InferenceService/tritonyard ({schemas.level})"] == [
@@ -81,7 +93,7 @@ def test_schema_rejects_args_when_given_as_a_string(gpu_objects: list[dict], sch
     ]
 
 
-def test_validator_rejects_quantity_when_memory_is_8gb(gpu_objects: list[dict], schemas: validate.Schemas) -> None:
+def test_validator_rejects_quantity_when_memory_is_8gb(gpu_objects: list[dict], schemas: schema.Schemas) -> None:
     model(gpu_objects)["resources"]["limits"]["memory"] = "8GB"
     problems = problems_of(gpu_objects, schemas)
     (schema_problem,) = problems[f"schema InferenceService/tritonyard ({schemas.level})"]
@@ -93,7 +105,7 @@ def test_validator_rejects_quantity_when_memory_is_8gb(gpu_objects: list[dict], 
 
 
 def test_schema_rejects_inference_service_when_predictor_is_missing(
-    gpu_objects: list[dict], schemas: validate.Schemas
+    gpu_objects: list[dict], schemas: schema.Schemas
 ) -> None:
     del isvc(gpu_objects)["spec"]["predictor"]
     problems = problems_of(gpu_objects, schemas)
@@ -102,35 +114,46 @@ def test_schema_rejects_inference_service_when_predictor_is_missing(
     ]
 
 
-def test_rule_rejects_load_model_when_the_model_does_not_exist(gpu_objects: list[dict]) -> None:
+def test_rule_rejects_load_model_when_the_model_does_not_exist(
+    gpu_objects: list[dict], schemas: schema.Schemas
+) -> None:
     model(gpu_objects)["args"].append("--load-model=no_such_model")
-    found = only_rule(problems_of(gpu_objects, validate.select_schemas(None)), "--load-model lines")
+    found = only_rule(problems_of(gpu_objects, schemas), "--load-model lines")
     assert found == [
         "--load-model of models the builder does not generate for gpu; remove:\n        - --load-model=no_such_model"
     ]
 
 
-def test_rule_lists_the_missing_lines_when_a_generated_model_is_not_loaded(gpu_objects: list[dict]) -> None:
+def test_rule_lists_the_missing_lines_when_a_generated_model_is_not_loaded(
+    gpu_objects: list[dict], schemas: schema.Schemas
+) -> None:
     args = model(gpu_objects)["args"]
     args.remove("--load-model=ensemble_jpeg")
     args.remove("--load-model=yolov8")
-    (problem,) = only_rule(problems_of(gpu_objects, validate.select_schemas(None)), "--load-model lines")
+    (problem,) = only_rule(problems_of(gpu_objects, schemas), "--load-model lines")
     assert problem.endswith("\n        - --load-model=yolov8\n        - --load-model=ensemble_jpeg")
 
 
-def test_validator_rejects_duplicate_key_when_yaml_repeats_one(kserve_copy) -> None:
+def test_validator_rejects_duplicate_key_when_yaml_repeats_one(
+    kserve_copy: Path, schemas: schema.Schemas, kubectl: tools.Kubectl
+) -> None:
     runtime = kserve_copy / "base" / "servingruntime.yaml"
     runtime.write_text(
         runtime.read_text().replace("  multiModel: false\n", "  multiModel: false\n  multiModel: true\n")
     )
     out = io.StringIO()
-    assert validate.run({"cpu": "cpu"}, validate.select_schemas(None), out, kserve_dir=kserve_copy) == 1
-    assert "duplicate key 'multiModel' at line" in out.getvalue()
+    assert validate.run({"cpu": "cpu"}, schemas, kubectl, out, kserve_dir=kserve_copy) == 1
+    report = out.getvalue()
+    assert f"duplicate key 'multiModel' at line 22 of {runtime} (first at line 21)" in report  # the file, from us
+    assert "  FAIL render (kubectl kustomize)\n" in report  # and kustomize refuses it too
+    assert 'mapping key "multiModel" already defined' in report
 
 
 # ----- the other project rules ------------------------------------------------------------------
 @pytest.mark.parametrize("where", ["pvc", "uri", "job"])
-def test_rule_rejects_claim_when_pvc_storage_uri_and_uploader_disagree(gpu_objects: list[dict], where: str) -> None:
+def test_rule_rejects_claim_when_pvc_storage_uri_and_uploader_disagree(
+    gpu_objects: list[dict], schemas: schema.Schemas, where: str
+) -> None:
     if where == "pvc":
         find(gpu_objects, "PersistentVolumeClaim")["metadata"]["name"] = "other-claim"
     elif where == "uri":
@@ -138,7 +161,7 @@ def test_rule_rejects_claim_when_pvc_storage_uri_and_uploader_disagree(gpu_objec
     else:
         job = find(gpu_objects, "Job")
         job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] = "other-claim"
-    found = only_rule(problems_of(gpu_objects, validate.select_schemas(None)), "PVC, storageUri and uploader")
+    found = only_rule(problems_of(gpu_objects, schemas), "PVC, storageUri and uploader")
     assert "other-claim" in found[0]
 
 
@@ -228,7 +251,7 @@ def test_rule_rejects_scrape_port_when_it_is_not_the_metrics_port(gpu_objects: l
 def test_merge_container_appends_args_and_merges_env_when_isvc_overrides_the_runtime() -> None:
     runtime = {"name": "kserve-container", "args": ["tritonserver"], "env": [{"name": "A", "value": "1"}]}
     override = {"args": ["--x=1"], "env": [{"name": "A", "value": "2"}, {"name": "B", "value": "3"}]}
-    merged = validate.merge_container(runtime, override)
+    merged = merge_container(runtime, override)
     assert merged["args"] == ["tritonserver", "--x=1"]
     assert merged["env"] == [{"name": "A", "value": "2"}, {"name": "B", "value": "3"}]
     assert merged["name"] == "kserve-container"
@@ -245,19 +268,19 @@ def test_merge_container_appends_args_and_merges_env_when_isvc_overrides_the_run
     ],
 )
 def test_parse_quantity_returns_the_amount_when_quantity_is_valid(text: object, value: Decimal) -> None:
-    assert validate.parse_quantity(text) == value
+    assert parse_quantity(text) == value
 
 
 @pytest.mark.parametrize("text", ["8GB", "8 Gi", "", "Gi", 0.5, None, "1.2.3"])
 def test_parse_quantity_raises_when_quantity_is_invalid(text: object) -> None:
     with pytest.raises(ValueError, match="quantity"):
-        validate.parse_quantity(text)
+        parse_quantity(text)
 
 
 def test_check_image_rejects_dockerfile_when_from_is_another_release(kserve_copy) -> None:
     dockerfile = kserve_copy / "image" / "Dockerfile"
     dockerfile.write_text(dockerfile.read_text().replace("tritonserver:24.10-py3", "tritonserver:24.12-py3"))
-    check = validate.check_image(kserve_copy / "image")
+    check = check_image(kserve_copy / "image")
     assert check.problems == [
         "Dockerfile FROM ['nvcr.io/nvidia/tritonserver:24.12-py3']: must be nvcr.io/nvidia/tritonserver:24.10-py3"
     ]
@@ -266,7 +289,7 @@ def test_check_image_rejects_dockerfile_when_from_is_another_release(kserve_copy
 def test_check_image_rejects_numpy_when_pinned_to_2(kserve_copy) -> None:
     reqs = kserve_copy / "image" / "requirements.txt"
     reqs.write_text(reqs.read_text().replace("numpy==1.26.4", "numpy==2.1.0"))
-    assert any("numpy must stay 1.x" in p for p in validate.check_image(kserve_copy / "image").problems)
+    assert any("numpy must stay 1.x" in p for p in check_image(kserve_copy / "image").problems)
 
 
 def test_rule_rejects_readiness_when_it_only_asks_triton_health(gpu_objects: list[dict]) -> None:
@@ -286,7 +309,7 @@ def test_check_image_rejects_dockerfile_when_a_serving_script_is_not_copied(kser
     dockerfile.write_text(
         dockerfile.read_text().replace("COPY serving/supervisor.py /opt/tritonyard/supervisor.py\n", "")
     )
-    problems = validate.check_image(kserve_copy / "image").problems
+    problems = check_image(kserve_copy / "image").problems
     assert problems == ["Dockerfile must COPY serving/supervisor.py /opt/tritonyard/supervisor.py"]
 
 
@@ -296,7 +319,7 @@ READINESS = "serving/readiness.py"
 def test_check_image_rejects_copy_when_the_dockerignore_keeps_it_out(kserve_copy) -> None:
     ignore = kserve_copy / "image" / "Dockerfile.dockerignore"
     ignore.write_text(ignore.read_text().replace("!serving/readiness.py\n", ""))
-    problems = validate.check_image(kserve_copy / "image").problems
+    problems = check_image(kserve_copy / "image").problems
     assert problems == [
         f"COPY {READINESS}: add !{READINESS} to Dockerfile.dockerignore (the context is the repository root)"
     ]
@@ -307,5 +330,5 @@ def test_check_image_rejects_script_when_it_imports_outside_the_stdlib(kserve_co
     (root / "serving").mkdir(parents=True)
     (root / "serving" / "readiness.py").write_text("import numpy\nfrom . import sibling\nimport json\n")
     (root / "serving" / "supervisor.py").write_text("match x:\n    case 1: pass\n")  # 3.10 syntax: fine
-    problems = validate.check_image(kserve_copy / "image", root).problems
+    problems = check_image(kserve_copy / "image", root).problems
     assert problems == ["serving/readiness.py: imports numpy: it is copied alone into the image"]

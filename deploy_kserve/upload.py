@@ -1,14 +1,15 @@
 """`make kserve-upload`: copy the built model repository onto the PVC the InferenceService reads.
 
-    python kserve/upload.py --overlay gpu --repository model_repository
-    python kserve/upload.py --overlay cpu --dry-run      # print the kubectl commands only
+    python -m deploy_kserve.upload --overlay gpu --repository model_repository     # make kserve-upload
+    python -m deploy_kserve.upload --overlay cpu --dry-run      # print the kubectl commands only
 
 The claim, the path inside it, the namespace and the uploader Job all come from the rendered
-overlay, so they cannot drift from the manifests. Steps: check that the repository holds exactly
-the models `builders.catalog` generates, built for the overlay's device; (re)create the uploader
-Job; `kubectl cp` into a staging folder on the PVC; move the staged models into
-<claim>/<path> in place (the predictor mounts that folder, so it must stay the same folder);
-write the `.upload-complete` marker the Triton image waits for; let the Job finish.
+overlay (the pinned `kubectl kustomize`), so they cannot drift from the manifests. Steps: check
+that the repository holds exactly the models `builders.catalog` generates, built for the overlay's
+device; (re)create the uploader Job; `kubectl cp` into a staging folder on the PVC; move the staged
+models into <claim>/<path> in place (the predictor mounts that folder, so it must stay the same
+folder); write the `.upload-complete` marker the Triton image waits for; let the Job finish. Every
+kubectl command runs the pinned kubectl of `make kubectl-tools`, on the current (or --context) cluster.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -25,12 +25,8 @@ from pathlib import Path
 
 import yaml
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-import kustomize_lite  # noqa: E402 - kserve/ is a folder of scripts, not a package
-import validate  # noqa: E402
+from deploy_kserve import KSERVE_DIR, OVERLAYS, render, tools
+from deploy_kserve.objects import Rendered, RuleError, generated_models
 
 MARKER = ".upload-complete"
 STAGING = ".upload-staging"
@@ -58,9 +54,9 @@ class Target:
         return self.job["metadata"]["name"]
 
 
-def target(overlay: str, kserve_dir: Path = HERE) -> Target:
+def target(overlay: str, kserve_dir: Path = KSERVE_DIR) -> Target:
     """Read the claim, path, namespace and uploader Job from `kserve/overlays/<overlay>`."""
-    rendered = validate.Rendered(kustomize_lite.render(kserve_dir / "overlays" / overlay))
+    rendered = Rendered(render.render(kserve_dir / "overlays" / overlay))
     match = re.fullmatch(r"pvc://([^/]+)/(.+)", rendered.model.get("storageUri", ""))
     if not match:
         raise UploadError("the InferenceService's storageUri is not pvc://<claim>/<path>")
@@ -92,7 +88,7 @@ def check_repository(repository: Path, device: str) -> list[str]:
     if not repository.is_dir():
         return [f"{repository} does not exist: run `{build}` first"]
     present = sorted(d.name for d in repository.iterdir() if (d / "config.pbtxt").is_file())
-    expected = validate.generated_models(device)
+    expected = generated_models(device)
     problems = []
     missing = [m for m in expected if m not in present]
     extra = [m for m in present if m not in expected]
@@ -111,8 +107,8 @@ def check_repository(repository: Path, device: str) -> list[str]:
 class Kubectl:
     """Runs kubectl in one namespace; with dry_run it only prints the commands."""
 
-    def __init__(self, namespace: str, context: str | None, dry_run: bool, out=sys.stdout) -> None:
-        self.base = ["kubectl", *(["--context", context] if context else []), "--namespace", namespace]
+    def __init__(self, binary: Path, namespace: str, context: str | None, dry_run: bool, out=sys.stdout) -> None:
+        self.base = [str(binary), *(["--context", context] if context else []), "--namespace", namespace]
         self.dry_run, self.out = dry_run, out
 
     def __call__(self, *args: str, stdin: str | None = None, stdin_label: str = "", capture: bool = False) -> str:
@@ -146,14 +142,12 @@ def wait_for_pod(kubectl: Kubectl, job: str, timeout: float = 180.0) -> str:
 
 def upload(repository: Path, overlay: str, context: str | None = None, dry_run: bool = False, out=sys.stdout) -> None:
     """Check the repository, then copy it onto the overlay's PVC (see the module docstring)."""
-    device = validate.OVERLAYS[overlay]
+    device = OVERLAYS[overlay]
     problems = check_repository(repository, device)
     if problems:
         raise UploadError("\n".join(problems))
     where = target(overlay)
-    if not dry_run and shutil.which("kubectl") is None:
-        raise UploadError("kubectl is not on PATH")
-    kubectl = Kubectl(where.namespace, context, dry_run, out)
+    kubectl = Kubectl(tools.kubectl().path, where.namespace, context, dry_run, out)
     out.write(f"uploading {repository} (DEVICE={device}) to {where.destination} in namespace {where.namespace}\n")
 
     # A fresh uploader pod every time: a finished Job's pod cannot be reused.
@@ -186,15 +180,15 @@ def upload(repository: Path, overlay: str, context: str | None = None, dry_run: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python kserve/upload.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--overlay", choices=sorted(validate.OVERLAYS), default="gpu", help="which deployment")
+    parser = argparse.ArgumentParser(prog="python -m deploy_kserve.upload", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--overlay", choices=sorted(OVERLAYS), default="gpu", help="which deployment")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="the built repository")
     parser.add_argument("--context", help="kubectl context (default: the current one)")
     parser.add_argument("--dry-run", action="store_true", help="check the repository, print the kubectl commands")
     args = parser.parse_args(argv)
     try:
         upload(args.repository, args.overlay, args.context, args.dry_run)
-    except (UploadError, kustomize_lite.ManifestError, validate.RuleError) as exc:
+    except (UploadError, render.RenderError, RuleError, tools.ToolError) as exc:
         sys.stderr.write(f"kserve-upload: {exc}\n")
         return 1
     return 0
