@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="data set and training seed (default 0)")
     p.add_argument(
+        "--keep-data", action="store_true", help="reuse the data set in --data when it was rendered with these sizes"
+    )
+    p.add_argument(
         "--quick", action="store_true", help="smoke mode: a few frames, one short epoch each (for make test)"
     )
     return p
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     log.info("== rendering the synthetic CLO data set into %s: %s", args.data, sizes)
-    data_yaml = dataset.write(args.data, args.seed, sizes)
+    data_yaml = dataset.write(args.data, args.seed, sizes, keep=args.keep_data)
     phase("data set", t0)
 
     t0 = time.perf_counter()

@@ -56,9 +56,16 @@ def _write_one(job: tuple[Path, int, str, int]) -> dict:
     return {"split": split, "file": f"images/{split}/{name}.jpg", "oilers": [asdict(o) for o in scene.oilers]}
 
 
-def write(root: Path, seed: int, sizes: dict[str, int]) -> Path:
-    """Render every split into `root` (2 processes) and return the data.yaml path. Re-running rewrites it all."""
+def write(root: Path, seed: int, sizes: dict[str, int], keep: bool = False) -> Path:
+    """Render every split into `root` (2 processes) and return the data.yaml path. Re-running rewrites it all,
+    unless `keep` and the folder already holds this seed's data set of these sizes."""
+    yaml, stamp = root / "data.yaml", root / "rendered.json"
+    wanted = {"seed": seed, "sizes": sizes}
+    if keep and yaml.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == wanted:
+        log.info("  data set: reusing %s (seed %d, %s)", root, seed, sizes)
+        return yaml
     root.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
     for split in SPLITS:
         for sub in ("images", "labels"):
             folder = root / sub / split
@@ -75,9 +82,9 @@ def write(root: Path, seed: int, sizes: dict[str, int]) -> Path:
     with (root / "manifest.jsonl").open("w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
-    yaml = root / "data.yaml"
     names = "".join(f"  {k}: {v}\n" for k, v in CLASS_NAMES.items())
     yaml.write_text(f"path: {root.resolve()}\ntrain: images/train\nval: images/val\ntest: images/test\nnames:\n{names}")
+    stamp.write_text(json.dumps(wanted))
     return yaml
 
 
