@@ -41,6 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="data set and training seed (default 0)")
     p.add_argument(
+        "--reuse-yolo",
+        action="store_true",
+        help="keep the YOLO checkpoint already in --out (validate it again) and train only the oil regressor",
+    )
+    p.add_argument(
+        "--yolo-base",
+        type=Path,
+        help="the first YOLO run's best.pt from an earlier run of this recipe: only the 640 fine-tune runs again",
+    )
+    p.add_argument(
         "--keep-data", action="store_true", help="reuse the data set in --data when it was rendered with these sizes"
     )
     p.add_argument(
@@ -64,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     oil_recipe = oil.OilRecipe(seed=args.seed)
     if args.quick:
         yolo_recipe = replace(yolo_recipe, epochs=1, batch=4, close_mosaic=0, finetune_epochs=1)
-        oil_recipe = replace(oil_recipe, stages=((64, 2), (384, 1)), batch=4)
+        oil_recipe = replace(oil_recipe, stages=((64, 2), (384, 1)), batch=4, recalibrate=8)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
 
@@ -78,8 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     phase("data set", t0)
 
     t0 = time.perf_counter()
-    log.info("== training YOLOv8n with ultralytics' trainer: %s", yolo_recipe)
-    yolo_path = yolo.train(data_yaml, args.out / YOLO_FILE, yolo_recipe)
+    yolo_path = args.out / YOLO_FILE
+    if args.reuse_yolo and yolo_path.is_file():
+        log.info("== reusing %s (--reuse-yolo)", yolo_path)
+    else:
+        log.info("== training YOLOv8n with ultralytics' trainer: %s", yolo_recipe)
+        yolo.train(data_yaml, yolo_path, yolo_recipe, base=args.yolo_base)
     yolo_val = yolo.validate(yolo_path, data_yaml, "test")
     log.info("   ultralytics val, test split: mAP50 %.3f, mAP50-95 %.3f", yolo_val["map50"], yolo_val["map50_95"])
     phase("yolo", t0)
@@ -102,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "what": "stand-ins trained on synthetic CLO frames, not production models",
         "quick": args.quick,
+        "yolo_reused": args.reuse_yolo,
+        "yolo_base_from_earlier_run": args.yolo_base is not None,
         "seed": args.seed,
         "data_set": sizes,
         "yolo_recipe": asdict(yolo_recipe),
