@@ -1,4 +1,5 @@
 """Builders turn models into a Triton model repository.
 
-Kept import-light on purpose: clients and tests import `builders.contract` without torch.
+Kept import-light on purpose: `python -m builders --help` answers without torch. Tensor names and
+geometry live in the `tritonyard_contract` package, which the builders import and ship.
 """

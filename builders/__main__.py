@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from builders.errors import BuildError
-from builders.triton_config import QueueLimits
+from builders.triton_config import Batching, Policy, QueueLimits
 
 DEFAULT_REPO = Path(__file__).resolve().parent.parent / "model_repository"
 
@@ -74,17 +74,49 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-image-pixels", type=int, default=7680 * 4320, help="ensemble_jpeg: largest decoded image (pixels)"
     )
-    limits = p.add_argument_group("overload (every dynamically batched model)")
+    limits = p.add_argument_group(
+        "overload (every dynamically batched model; MODEL=VALUE sets one model, comma-separated or repeated)"
+    )
     limits.add_argument(
         "--max-queue-size",
-        type=int,
+        action="append",
+        metavar="N|MODEL=N",
         help="requests a model's queue holds before refusing with UNAVAILABLE (default: cpu 16, gpu 64)",
     )
     limits.add_argument(
         "--queue-timeout-ms",
-        type=int,
+        action="append",
+        metavar="MS|MODEL=MS",
         help="longest wait in a model's queue before refusing with UNAVAILABLE; "
         "clients may ask for less or more per request (default: cpu 5000, gpu 1000)",
+    )
+    policy = p.add_argument_group(
+        "per-model scheduling (MODEL=VALUE, comma-separated or repeated; ensembles have none, set their steps')"
+    )
+    policy.add_argument(
+        "--instances",
+        action="append",
+        metavar="MODEL=N",
+        help="instance count of a model, e.g. yolov8=2,efficientnet_v2=1 (default 1; image_decoder 2 on gpu); "
+        "the kind follows the target (ONNX models KIND_GPU on gpu, the rest KIND_CPU)",
+    )
+    policy.add_argument(
+        "--max-batch-size",
+        action="append",
+        metavar="MODEL=N",
+        help="a model's max_batch_size (default: cpu 4, gpu 8); ensembles take their steps' smallest",
+    )
+    policy.add_argument(
+        "--batching",
+        action="append",
+        metavar="MODEL=on|off",
+        help="dynamic batching of a model, over --no-dynamic-batching (default: on, off for gpt2 and gpt2_stream)",
+    )
+    policy.add_argument(
+        "--max-queue-delay-us",
+        action="append",
+        metavar="MODEL=US",
+        help="how long a model's dynamic batcher waits to fill a batch (default: cpu 2000, gpu 500)",
     )
     gpt2 = p.add_argument_group("gpt2")
     gpt2.add_argument(
@@ -127,12 +159,14 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     try:
+        _queue(args)  # bad values fail before the repository is touched
+        policies = _split_policies(args, _policies(args))
         if args.pipeline == "all":
             repository.clean(args.out)
         if args.pipeline in ("vision", "all"):
-            _build_vision(args)
+            _build_vision(args, policies["vision"])
         if args.pipeline in ("gpt2", "all"):
-            _build_gpt2(args)
+            _build_gpt2(args, policies["gpt2"])
     except BuildError as exc:
         logging.getLogger("tritonyard.build").error("build failed: %s", exc)
         return 1
@@ -140,11 +174,90 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _assignments(flag: str, values: list[str] | None, bare: bool = False) -> tuple[str | None, dict[str, str]]:
+    """`--flag a=1,b=2 --flag c=3` as (None, {a: 1, b: 2, c: 3}); with `bare`, a plain value (the last wins)
+    is allowed too and comes first: `--flag 16,a=32` is ("16", {a: 32})."""
+    default, per_model = None, {}
+    for entry in (e.strip() for v in values or [] for e in v.split(",")):
+        name, sep, value = entry.partition("=")
+        if sep and name.strip() and value.strip():
+            per_model[name.strip()] = value.strip()
+        elif bare and not sep and entry:
+            default = entry
+        else:
+            example = f"{flag} 16 or {flag} yolov8=32" if bare else f"{flag} yolov8=2"
+            raise BuildError(f"{flag} {entry!r}: expected {'a number or ' if bare else ''}MODEL=VALUE, e.g. {example}")
+    return default, per_model
+
+
+def _int(flag: str, value: str | None, model: str = "") -> int | None:
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        raise BuildError(f"{flag} {model + '=' if model else ''}{value}: not an integer") from None
+
+
+TARGET_WIDE = ("--max-queue-size", "--queue-timeout-ms")  # flags whose plain value sets every model's default
+
+
 def _queue(args: argparse.Namespace) -> QueueLimits:
-    return QueueLimits(args.max_queue_size, args.queue_timeout_ms)
+    """The target-wide queue bounds: plain --max-queue-size / --queue-timeout-ms values."""
+    size = _assignments("--max-queue-size", args.max_queue_size, bare=True)[0]
+    timeout = _assignments("--queue-timeout-ms", args.queue_timeout_ms, bare=True)[0]
+    return QueueLimits(_int("--max-queue-size", size), _int("--queue-timeout-ms", timeout))
 
 
-def _build_vision(args: argparse.Namespace) -> None:
+def _policies(args: argparse.Namespace) -> dict[str, Policy]:
+    """Per-model overrides from MODEL=VALUE flags, by model name."""
+    ints = {
+        "--instances": args.instances,
+        "--max-batch-size": args.max_batch_size,
+        "--max-queue-delay-us": args.max_queue_delay_us,
+        "--max-queue-size": args.max_queue_size,
+        "--queue-timeout-ms": args.queue_timeout_ms,
+    }
+    values: dict[str, dict[str, int | bool]] = {}
+    for flag, given in ints.items():
+        for model, value in _assignments(flag, given, bare=flag in TARGET_WIDE)[1].items():
+            values.setdefault(model, {})[flag] = _int(flag, value, model)
+    for model, value in _assignments("--batching", args.batching)[1].items():
+        if value.lower() not in ("on", "off"):
+            raise BuildError(f"--batching {model}={value}: use on or off")
+        values.setdefault(model, {})["--batching"] = value.lower() == "on"
+    policies = {}
+    for model, v in values.items():
+        try:
+            policies[model] = Policy(
+                max_batch_size=v.get("--max-batch-size"),
+                instances=v.get("--instances"),
+                batching=Batching(enabled=v.get("--batching"), max_queue_delay_us=v.get("--max-queue-delay-us")),
+                queue=QueueLimits(v.get("--max-queue-size"), v.get("--queue-timeout-ms")),
+            )
+        except BuildError as exc:
+            raise BuildError(f"{model}: {exc}") from None
+    return policies
+
+
+def _split_policies(args: argparse.Namespace, policies: dict[str, Policy]) -> dict[str, dict[str, Policy]]:
+    """The overrides by pipeline; a model no selected pipeline builds, or an ensemble, is an error."""
+    split: dict[str, dict[str, Policy]] = {"vision": {}, "gpt2": {}}
+    if not policies:
+        return split
+    from builders import gpt2, vision
+
+    pipelines = ["vision", "gpt2"] if args.pipeline == "all" else [args.pipeline]
+    models = {"vision": [s.name for s in vision.specs(vision.VisionConfig(device=args.device))], "gpt2": gpt2.MODELS}
+    for name, policy in policies.items():
+        owner = next((p for p in pipelines if name in models[p]), None)
+        if owner is None:
+            known = ", ".join(m for p in pipelines for m in models[p])
+            raise BuildError(f"unknown model {name!r}: `{args.pipeline}` builds {known}")
+        split[owner][name] = policy
+    vision.specs(vision.VisionConfig(device=args.device, policies=split["vision"]))  # refuses ensembles
+    return split
+
+
+def _build_vision(args: argparse.Namespace, policies: dict[str, Policy]) -> None:
     from builders import vision
 
     vision.build(
@@ -160,12 +273,13 @@ def _build_vision(args: argparse.Namespace) -> None:
             max_image_pixels=args.max_image_pixels,
             cpu_threads=args.cpu_threads,
             queue=_queue(args),
+            policies=policies,
         ),
         args.out,
     )
 
 
-def _build_gpt2(args: argparse.Namespace) -> None:
+def _build_gpt2(args: argparse.Namespace, policies: dict[str, Policy]) -> None:
     from builders import gpt2
 
     gpt2.build(
@@ -182,6 +296,7 @@ def _build_gpt2(args: argparse.Namespace) -> None:
             max_pending=args.max_pending,
             max_prompt_bytes=args.max_prompt_bytes,
             queue=_queue(args),
+            policies=policies,
         ),
         args.out,
     )

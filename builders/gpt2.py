@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -21,7 +21,21 @@ import torch
 from tokenizers import Tokenizer
 
 from builders import onnx_export, progress, repository
-from builders.contract import (
+from builders.errors import BuildError
+from builders.nets import gpt2 as nets
+from builders.nets.gpt2 import Gpt2Dims
+from builders.triton_config import (
+    NO_DYNAMIC_BATCHING,
+    Device,
+    ModelSpec,
+    OnnxModel,
+    Policy,
+    PythonModel,
+    QueueLimits,
+    Target,
+    with_policies,
+)
+from tritonyard_contract import (
     EOS_TOKEN,
     GENERATE_INPUTS,
     GENERATE_OUTPUTS,
@@ -32,10 +46,6 @@ from builders.contract import (
     decoder_inputs,
     decoder_outputs,
 )
-from builders.errors import BuildError
-from builders.nets import gpt2 as nets
-from builders.nets.gpt2 import Gpt2Dims
-from builders.triton_config import Device, ModelSpec, OnnxModel, PythonModel, QueueLimits, Target
 
 log = logging.getLogger("tritonyard.build")
 
@@ -72,6 +82,7 @@ class Gpt2Config:
     # so 32 KiB is 8x the 124M context: only abuse hits it, and it costs nothing to refuse).
     max_prompt_bytes: int = 32 * 1024
     queue: QueueLimits = QueueLimits()  # Triton queue bounds of the dynamically batched models
+    policies: Mapping[str, Policy] = field(default_factory=dict)  # per-model overrides (--instances, ...)
 
     def __post_init__(self) -> None:
         if self.size not in nets.STAND_INS:
@@ -130,9 +141,11 @@ def specs(cfg: Gpt2Config, dims: Gpt2Dims | None = None) -> list[ModelSpec]:
         "outputs": GENERATE_OUTPUTS,
         "optional_inputs": OPTIONAL_GENERATE_INPUTS,
         "parameters": params,
-        "own_batching": True,  # the in-flight engine batches; max_pending bounds its backlog
+        # The in-flight engine batches and execute() returns at once: Triton's dynamic batcher would only add
+        # stalls (on 2.51 a burst reached execute() in 0.5 s waves), so none; max_pending bounds the backlog.
+        "policy": NO_DYNAMIC_BATCHING,
     }
-    return [
+    models: list[ModelSpec] = [
         OnnxModel(
             DECODER,
             decoder_inputs(d.n_layer, d.n_head, d.head_dim),
@@ -154,6 +167,7 @@ def specs(cfg: Gpt2Config, dims: Gpt2Dims | None = None) -> list[ModelSpec]:
         PythonModel("gpt2", **generate),
         PythonModel("gpt2_stream", **generate, decoupled=True),
     ]
+    return with_policies(models, cfg.policies, cfg.target)
 
 
 # --- loading ---
@@ -499,9 +513,10 @@ def write_tokenizer(repo: Path, tokenizer: Tokenizer) -> None:
 def build(cfg: Gpt2Config, out_dir: Path) -> list[str]:
     """Build the GPT-2 models into `out_dir` (a Triton model repository); returns their names."""
     target = cfg.target
-    if cfg.device == "gpu" and cfg.max_slots > target.max_batch_size:
+    decoder_batch = target.resolve(cfg.policies.get(DECODER, Policy())).max_batch_size
+    if cfg.device == "gpu" and cfg.max_slots > decoder_batch:
         raise BuildError(
-            f"--max-slots {cfg.max_slots} exceeds {DECODER}'s max_batch_size {target.max_batch_size} on gpu "
+            f"--max-slots {cfg.max_slots} exceeds {DECODER}'s max_batch_size {decoder_batch} on gpu "
             "(the generate loop sends all slots to it in one BLS request)"
         )
     optimizing = cfg.optimize or cfg.int8

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
 from builders.errors import BuildError
+from tritonyard_contract.onnx_session import cpu_session
 
 OPSET = 17  # GridSample needs 16; the legacy exporter is proven here up to 17
 
@@ -62,11 +62,8 @@ def export(
 
 def run(model: onnx.ModelProto | Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Run an ONNX model with onnxruntime on the CPU."""
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    return cpu_session(source, threads=None, quiet=True).run(None, feeds)
 
 
 def check(label: str, actual: Sequence[np.ndarray], expected: Sequence[np.ndarray], tolerance: float) -> float:

@@ -49,13 +49,19 @@ def _size(path: Path) -> str:
     return ""
 
 
+def _entries(folder: Path) -> list[str]:
+    """A model folder's files; a package shipped beside model.py (the contract) shows once as `1/<package>/`."""
+    paths = (f.relative_to(folder).parts for f in folder.rglob("*") if f.is_file() and "__pycache__" not in f.parts)
+    return sorted({"/".join(p) if len(p) <= 2 else "/".join(p[:2]) + "/" for p in paths})
+
+
 def summary(repo: Path, rows: list[tuple[str, str]]) -> str:
     """A table of models, how each is served, its files and size on disk."""
     width = max([len("model"), *(len(name) for name, _ in rows)])
     lines = [f"{'model':<{width}} {'served by':<27} {'files':<44} {'size':>9}"]
     for name, served_by in rows:
         folder = repo / name
-        files = ", ".join(sorted(str(f.relative_to(folder)) for f in folder.rglob("*") if f.is_file()))
+        files = ", ".join(_entries(folder))
         lines.append(f"{name:<{width}} {served_by:<27} {files:<44} {_size(folder):>9}")
     table = "\n".join(lines)
     log.info("repository %s\n%s", repo, table)

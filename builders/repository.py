@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import tritonyard_contract
 from builders.errors import BuildError
 from builders.triton_config import (
     ORT_MODEL_SOURCE,
@@ -20,6 +21,7 @@ from builders.triton_config import (
 )
 
 BACKENDS_DIR = Path(__file__).resolve().parent.parent / "python_backends"
+CONTRACT_DIR = Path(tritonyard_contract.__file__).resolve().parent  # shipped whole into every Python model
 VERSION = "1"
 KEEP = {"README.md"}  # the only tracked file in model_repository/
 
@@ -56,9 +58,8 @@ def version_dir(repo: Path, name: str) -> Path:
 
 
 def _ship_sources(source: str, dest: Path, shared: Sequence[str] = ()) -> None:
-    """Copy a python_backends/<source> folder's modules (and `shared` ones) beside model.py.
-
-    Models import nothing else of ours, so each version folder runs on its own.
+    """Copy a python_backends/<source> folder's modules (and `shared` ones) beside model.py, with the contract
+    package. Models import nothing else of ours, so each version folder runs on its own.
     """
     folder = BACKENDS_DIR / source
     if not (folder / "model.py").is_file():
@@ -68,6 +69,9 @@ def _ship_sources(source: str, dest: Path, shared: Sequence[str] = ()) -> None:
         if not src.is_file():
             raise BuildError(f"python backend source {src} is missing")
         shutil.copy2(src, dest / src.name)
+    contract = dest / CONTRACT_DIR.name
+    shutil.rmtree(contract, ignore_errors=True)
+    shutil.copytree(CONTRACT_DIR, contract, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
 def add_model(repo: Path, spec: ModelSpec, target: Target) -> str:

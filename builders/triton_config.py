@@ -3,25 +3,31 @@
 One spec describes a model; a `Target` decides how it is served:
 - gpu: ONNX steps use the onnxruntime backend on KIND_GPU (what the NGC image and KServe run);
 - cpu: ONNX steps run in the generic Python-backend onnxruntime model on KIND_CPU, because the
-  pip-installed tritonserver has no onnxruntime backend.
+  pip-installed tritonserver has no onnxruntime backend (`builders.cpu_runner` owns its parameters).
+
+Each non-ensemble spec carries a `Policy` (max_batch_size, instances, dynamic batching, queue bounds);
+whatever it leaves None, the `Target` supplies (`Target.resolve`). `with_policies` layers per-model
+overrides (the builder's --instances, --batching, ...) over the specs' own.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
-from builders.contract import TensorSpec
+from builders import cpu_runner
 from builders.errors import BuildError
+from tritonyard_contract import OutputCheck, TensorSpec
 
 Device = Literal["cpu", "gpu"]
 ModelConfig = model_config_pb2.ModelConfig
+ORT_MODEL_SOURCE = cpu_runner.SOURCE  # kept for callers that ship the cpu runner's sources
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,68 @@ class QueueLimits:
 
 
 @dataclass(frozen=True)
+class Batching:
+    """A model's dynamic batching; None picks the target's default."""
+
+    enabled: bool | None = None  # False: no dynamic_batching (and so no queue policy) in the config
+    preferred_batch_sizes: tuple[int, ...] | None = None  # each <= the model's max_batch_size
+    max_queue_delay_us: int | None = None
+
+    def __post_init__(self) -> None:
+        sizes = self.preferred_batch_sizes
+        if sizes is not None and (not sizes or min(sizes) < 1):
+            raise BuildError(f"preferred batch sizes must be >= 1, got {list(sizes)}")
+        if self.max_queue_delay_us is not None and self.max_queue_delay_us < 0:
+            raise BuildError(f"--max-queue-delay-us must be >= 0, got {self.max_queue_delay_us}")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How Triton schedules one model; every None picks the target's default (`Target.resolve`)."""
+
+    max_batch_size: int | None = None
+    instances: int | None = None  # instance_group count; the kind comes from the target and the model type
+    batching: Batching = Batching()
+    queue: QueueLimits = QueueLimits()
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size is not None and self.max_batch_size < 1:
+            raise BuildError(f"--max-batch-size must be >= 1, got {self.max_batch_size}")
+        if self.instances is not None and self.instances < 1:
+            raise BuildError(f"--instances must be >= 1, got {self.instances}")
+
+    def over(self, base: Policy) -> Policy:
+        """This policy's set fields on top of `base`'s."""
+        return _layer(self, base)
+
+
+def _layer(top, base):
+    changes = {}
+    for f in dataclasses.fields(top):
+        value = getattr(top, f.name)
+        if dataclasses.is_dataclass(value):
+            changes[f.name] = _layer(value, getattr(base, f.name))
+        elif value is not None:
+            changes[f.name] = value
+    return replace(base, **changes)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """One model's policy with every default filled in: what its config.pbtxt says."""
+
+    max_batch_size: int
+    instances: int
+    dynamic_batching: bool
+    preferred_batch_sizes: tuple[int, ...]
+    max_queue_delay_us: int
+    max_queue_size: int
+    queue_timeout_us: int
+
+
+@dataclass(frozen=True)
 class Target:
-    """Where the repository will be served, and how hard to batch there."""
+    """Where the repository will be served, and every model's default policy there."""
 
     device: Device = "cpu"
     tensorrt_fp16: bool = False  # gpu only: TensorRT execution accelerator at FP16
@@ -87,25 +153,43 @@ class Target:
         # retryably rather than let latency grow. cpu allows a full queue at its slowest (16 x ~250 ms).
         return 1_000_000 if self.device == "gpu" else 5_000_000
 
+    @property
+    def onnx_kind(self) -> str:
+        """Instance kind of ONNX models; Python models do CPU work (decoding, tokenizing) and stay KIND_CPU."""
+        return "KIND_GPU" if self.device == "gpu" else "KIND_CPU"
 
-@dataclass(frozen=True)
-class OutputCheck:
-    """Reject a request whose `output` leaves [low, high] or is not finite, blaming input `blame`.
+    def resolve(self, policy: Policy = Policy()) -> Resolved:
+        """`policy` with this target's defaults wherever it says None."""
+        batch = policy.max_batch_size or self.max_batch_size
+        preferred = policy.batching.preferred_batch_sizes
+        if preferred is None:  # the target's sizes that fit a lowered max_batch_size
+            preferred = tuple(s for s in self.preferred_batch_sizes if s <= batch)
+        elif max(preferred) > batch:
+            raise BuildError(f"preferred batch sizes {list(preferred)} exceed max_batch_size {batch}")
+        queue = policy.queue
+        enabled = policy.batching.enabled
+        delay = policy.batching.max_queue_delay_us
+        return Resolved(
+            max_batch_size=batch,
+            instances=policy.instances or 1,
+            dynamic_batching=self.dynamic_batching if enabled is None else enabled,
+            preferred_batch_sizes=preferred,
+            max_queue_delay_us=self.queue_delay_us if delay is None else delay,
+            max_queue_size=queue.max_queue_size or self.max_queue_size,
+            queue_timeout_us=self.queue_timeout_us if queue.timeout_ms is None else queue.timeout_ms * 1000,
+        )
 
-    Checking a small output is how the cpu target validates a 99.5 MB input cheaply: every frame
-    pixel feeds one letterbox average, so a NaN/Inf pixel always reaches the output.
-    """
 
-    output: str
-    low: float
-    high: float
-    blame: str
-    meaning: str  # what the client sent wrong, in words for the error message
+NO_DYNAMIC_BATCHING = Policy(batching=Batching(enabled=False))
 
 
 @dataclass(frozen=True)
 class OnnxModel:
-    """An ONNX step; `model.onnx` sits in its version folder."""
+    """An ONNX step; `model.onnx` sits in its version folder.
+
+    The cpu_* fields, concat_batch and output_checks only apply on the cpu target, where the generic
+    Python-backend onnxruntime model serves it (`builders.cpu_runner`).
+    """
 
     name: str
     inputs: tuple[TensorSpec, ...]
@@ -114,6 +198,7 @@ class OnnxModel:
     # Concatenating a batch copies every input; for 99.5 MB frames running requests one by one is cheaper.
     concat_batch: bool = True
     output_checks: tuple[OutputCheck, ...] = ()  # cpu target only: the Python model enforces them
+    policy: Policy = Policy()
 
 
 @dataclass(frozen=True)
@@ -125,14 +210,10 @@ class PythonModel:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     parameters: dict[str, str] = field(default_factory=dict)
-    instances: int = 1
     optional_inputs: frozenset[str] = frozenset()
     decoupled: bool = False  # responses go through the response sender: 0..n per request (streaming)
-    # The model batches in its own engine and execute() returns at once: Triton's dynamic batcher only adds
-    # stalls there (on 2.51 a burst reached execute() in 0.5 s waves), so such a model gets none and must
-    # bound its own backlog.
-    own_batching: bool = False
     shared: tuple[str, ...] = ()  # more modules shipped beside model.py, as "<python_backends folder>/<file>.py"
+    policy: Policy = Policy()
 
 
 @dataclass(frozen=True)
@@ -146,15 +227,42 @@ class EnsembleStep:
 
 @dataclass(frozen=True)
 class Ensemble:
+    """Steps chained by Triton; no policy of its own (its steps' queues bound it)."""
+
     name: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     steps: tuple[EnsembleStep, ...]
+    max_batch_size: int | None = None  # None: the target's; `with_policies` lowers it to its steps' smallest
 
 
 ModelSpec = OnnxModel | PythonModel | Ensemble
 
-ORT_MODEL_SOURCE = "onnx_runtime"  # python_backends/onnx_runtime: the generic cpu-target ORT model
+
+def with_policies(specs: list[ModelSpec], overrides: Mapping[str, Policy], target: Target) -> list[ModelSpec]:
+    """`specs` with each override layered over its model's own policy.
+
+    Ensembles get the smallest max_batch_size of their steps (Triton refuses a larger one).
+    """
+    known = {s.name: s for s in specs}
+    for name in overrides:
+        if name not in known:
+            raise BuildError(f"unknown model {name!r}: this build has {', '.join(known)}")
+        if isinstance(known[name], Ensemble):
+            raise BuildError(f"{name} is an ensemble: it has no policy of its own, set its steps' instead")
+    layered = [replace(s, policy=overrides[s.name].over(s.policy)) if s.name in overrides else s for s in specs]
+    by_name = {s.name: s for s in layered}
+
+    def step_limit(ens: Ensemble) -> int:
+        steps = [by_name[s.model] for s in ens.steps if not isinstance(by_name.get(s.model, ens), Ensemble)]
+        return min((target.resolve(s.policy).max_batch_size for s in steps), default=target.max_batch_size)
+
+    return [
+        replace(s, max_batch_size=step_limit(s))
+        if isinstance(s, Ensemble) and step_limit(s) < (s.max_batch_size or target.max_batch_size)
+        else s
+        for s in layered
+    ]
 
 
 def _tensors(specs: tuple[TensorSpec, ...], optional: frozenset[str] = frozenset()) -> list[dict]:
@@ -169,65 +277,37 @@ def _tensors(specs: tuple[TensorSpec, ...], optional: frozenset[str] = frozenset
     ]
 
 
-def _batching(target: Target) -> dict:
-    if not target.dynamic_batching:
+def _batching(policy: Resolved) -> dict:
+    if not policy.dynamic_batching:
         return {}
     return {
         "dynamicBatching": {
-            "preferredBatchSize": target.preferred_batch_sizes,
-            "maxQueueDelayMicroseconds": target.queue_delay_us,
+            "preferredBatchSize": list(policy.preferred_batch_sizes),
+            "maxQueueDelayMicroseconds": policy.max_queue_delay_us,
             "defaultQueuePolicy": {
-                "maxQueueSize": target.max_queue_size,
+                "maxQueueSize": policy.max_queue_size,
                 "timeoutAction": "REJECT",
-                "defaultTimeoutMicroseconds": target.queue_timeout_us,
+                "defaultTimeoutMicroseconds": policy.queue_timeout_us,
                 "allowTimeoutOverride": True,
             },
         }
     }
 
 
-def _params(values: dict[str, str]) -> dict:
-    return {"parameters": {k: {"stringValue": str(v)} for k, v in sorted(values.items())}} if values else {}
-
-
-def _checks_json(checks: tuple[OutputCheck, ...]) -> str:
-    return json.dumps([dataclasses.asdict(c) for c in checks], sort_keys=True)
-
-
 def _onnx_dict(spec: OnnxModel, target: Target) -> dict:
-    if target.device == "gpu":
-        serving: dict = {
-            "platform": "onnxruntime_onnx",
-            "instanceGroup": [{"kind": "KIND_GPU", "count": 1}],
-        }
-        if target.tensorrt_fp16:
-            trt = {
-                "name": "tensorrt",
-                "parameters": {"precision_mode": "FP16", "max_workspace_size_bytes": str(1 << 30)},
-            }
-            serving["optimization"] = {"executionAccelerators": {"gpuExecutionAccelerator": [trt]}}
-    else:
-        serving = {
-            "backend": "python",
-            "instanceGroup": [{"kind": "KIND_CPU", "count": 1}],
-            **_params(
-                {
-                    "intra_op_threads": str(spec.cpu_threads),
-                    "concat_batch": "true" if spec.concat_batch else "false",
-                    **({"output_checks": _checks_json(spec.output_checks)} if spec.output_checks else {}),
-                }
-            ),
-        }
+    if target.device == "cpu":
+        return cpu_runner.serving(spec)
+    serving: dict = {"platform": "onnxruntime_onnx"}
+    if target.tensorrt_fp16:
+        trt = {"name": "tensorrt", "parameters": {"precision_mode": "FP16", "max_workspace_size_bytes": str(1 << 30)}}
+        serving["optimization"] = {"executionAccelerators": {"gpuExecutionAccelerator": [trt]}}
     return serving
 
 
-def _python_dict(spec: PythonModel, target: Target) -> dict:
-    # Python steps do CPU work (decoding, tokenizing) on either target, so they stay KIND_CPU.
-    body = {
-        "backend": "python",
-        "instanceGroup": [{"kind": "KIND_CPU", "count": spec.instances}],
-        **_params(spec.parameters),
-    }
+def _python_dict(spec: PythonModel) -> dict:
+    body: dict = {"backend": "python"}
+    if spec.parameters:
+        body["parameters"] = {k: {"stringValue": str(v)} for k, v in sorted(spec.parameters.items())}
     if spec.decoupled:
         body["modelTransactionPolicy"] = {"decoupled": True}
     return body
@@ -243,16 +323,19 @@ def _ensemble_dict(spec: Ensemble) -> dict:
 
 def model_config(spec: ModelSpec, target: Target) -> ModelConfig:
     """Build the `ModelConfig` proto for one model on one target."""
-    body: dict = {"name": spec.name, "maxBatchSize": target.max_batch_size}
     optional = spec.optional_inputs if isinstance(spec, PythonModel) else frozenset()
-    body["input"] = _tensors(spec.inputs, optional)
-    body["output"] = _tensors(spec.outputs)
+    body: dict = {"name": spec.name, "input": _tensors(spec.inputs, optional), "output": _tensors(spec.outputs)}
     if isinstance(spec, Ensemble):
-        body.update(_ensemble_dict(spec))
+        body.update(maxBatchSize=spec.max_batch_size or target.max_batch_size, **_ensemble_dict(spec))
     else:
-        if not (isinstance(spec, PythonModel) and spec.own_batching):
-            body.update(_batching(target))
-        body.update(_onnx_dict(spec, target) if isinstance(spec, OnnxModel) else _python_dict(spec, target))
+        try:
+            policy = target.resolve(spec.policy)
+        except BuildError as exc:
+            raise BuildError(f"{spec.name}: {exc}") from exc
+        kind = target.onnx_kind if isinstance(spec, OnnxModel) else "KIND_CPU"
+        body.update(maxBatchSize=policy.max_batch_size, instanceGroup=[{"kind": kind, "count": policy.instances}])
+        body.update(_batching(policy))
+        body.update(_onnx_dict(spec, target) if isinstance(spec, OnnxModel) else _python_dict(spec))
     try:
         return json_format.ParseDict(body, ModelConfig())
     except json_format.ParseError as exc:  # a spec bug, not a user error, but say where

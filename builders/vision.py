@@ -7,7 +7,8 @@ models for the chosen target. Run it as `python -m builders vision`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +16,6 @@ import onnx
 import torch
 
 from builders import onnx_export, progress, repository
-from builders.contract import (
-    CROP,
-    DETECTIONS,
-    FRAME,
-    FRAME_U8,
-    IMAGE_BYTES,
-    LETTERBOXED,
-    OIL_PCT,
-    PIPELINE_OUTPUTS,
-    TensorSpec,
-)
 from builders.errors import BuildError
 from builders.nets import yolo
 from builders.nets.efficientnet_v2 import build_oil_regressor
@@ -37,9 +27,22 @@ from builders.triton_config import (
     ModelSpec,
     OnnxModel,
     OutputCheck,
+    Policy,
     PythonModel,
     QueueLimits,
     Target,
+    with_policies,
+)
+from tritonyard_contract import (
+    CROP,
+    DETECTIONS,
+    FRAME,
+    FRAME_U8,
+    IMAGE_BYTES,
+    LETTERBOXED,
+    OIL_PCT,
+    PIPELINE_OUTPUTS,
+    TensorSpec,
 )
 
 log = logging.getLogger("tritonyard.build")
@@ -77,6 +80,7 @@ class VisionConfig:
     max_image_pixels: int = 7680 * 4320
     cpu_threads: int = 2  # intra-op threads of the two networks on the cpu target
     queue: QueueLimits = QueueLimits()  # queue bounds of every dynamically batched step (target defaults)
+    policies: Mapping[str, Policy] = field(default_factory=dict)  # per-model overrides (--instances, ...)
 
     def __post_init__(self) -> None:
         if self.cpu_threads < 1:
@@ -125,7 +129,7 @@ def _pipeline_steps(frame: TensorSpec = FRAME, suffix: str = "") -> tuple[Ensemb
 def specs(cfg: VisionConfig) -> list[ModelSpec]:
     """Every model of the pipeline, in build order."""
     decode = EnsembleStep("image_decoder", {IMAGE_BYTES.name: IMAGE_BYTES.name}, {FRAME_U8.name: FRAME_U8.name})
-    return [
+    models: list[ModelSpec] = [
         OnnxModel(
             "preprocessing",
             (FRAME,),
@@ -153,11 +157,13 @@ def specs(cfg: VisionConfig) -> list[ModelSpec]:
             (IMAGE_BYTES,),
             (FRAME_U8,),
             parameters={"max_bytes": str(cfg.max_image_bytes), "max_pixels": str(cfg.max_image_pixels)},
-            instances=2 if cfg.device == "gpu" else 1,
+            # two decoders on gpu; cpu: the target's default (1)
+            policy=Policy(instances=2 if cfg.device == "gpu" else None),
         ),
         Ensemble("ensemble", (FRAME,), PIPELINE_OUTPUTS, _pipeline_steps()),
         Ensemble("ensemble_jpeg", (IMAGE_BYTES,), PIPELINE_OUTPUTS, (decode, *_pipeline_steps(FRAME_U8, "_u8"))),
     ]
+    return with_policies(models, cfg.policies, cfg.target)
 
 
 def _sample_frames(seed: int, batch: int = 2) -> torch.Tensor:

@@ -8,24 +8,21 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from builders.contract import CROP, DET_LETTERBOX, DETECTIONS, FRAME, IMAGE_BYTES, OIL_PCT, PIPELINE_OUTPUTS
-from clients import retry
+from clients.lib import cli, images, payloads, retry
+from clients.lib.shm import SharedRegion
 from clients.synthetic import synthetic_scene
-from python_backends.image_decoder import frames
 from training.scenes import Scene, iou
+from tritonyard_contract import CROP, DETECTIONS, FRAME, OIL_PCT, to_source_boxes
 
 ENTRIES = ("ensemble", "ensemble_jpeg")
-MAX_BYTES, MAX_PIXELS = 1 << 40, 1 << 40  # the server enforces the real caps
 
 
 @dataclass
@@ -39,23 +36,11 @@ class Result:
     latency_s: float
 
 
-def to_source_boxes(detections: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Map detections from letterbox pixels (640x640) to the source image (width x height)."""
-    kept = detections[detections[:, 4] > 0].astype(np.float64)
-    _, pad_x, pad_y, new_w, new_h = frames.fit_geometry(width, height)
-    # The decoder resized to round(width*scale) x round(height*scale): each axis has its own exact scale.
-    scale_x, scale_y = new_w / width, new_h / height
-    for cols in ((0, 1), (2, 3)):
-        x, y = DET_LETTERBOX.to_source(kept[:, cols[0]], kept[:, cols[1]])  # -> 3840x2160 frame pixels
-        kept[:, cols[0]] = np.clip((x - pad_x) / scale_x, 0, width)
-        kept[:, cols[1]] = np.clip((y - pad_y) / scale_y, 0, height)
-    return kept
-
-
 class CloClient:
     """Calls `ensemble` (FP32 frame, optionally through system shared memory) or `ensemble_jpeg`.
 
-    A request the server refuses for lack of capacity (UNAVAILABLE) is retried per `retry_policy`.
+    A request the server refuses for lack of capacity (UNAVAILABLE) is retried per `retry_policy`;
+    `timeout_s` bounds each attempt (None: tritonclient's defaults).
     """
 
     def __init__(
@@ -65,45 +50,38 @@ class CloClient:
         shm: bool = False,
         headers: dict | None = None,
         retry_policy: retry.RetryPolicy = retry.DEFAULT,
+        timeout_s: float | None = None,
     ) -> None:
-        if protocol == "http":
-            import tritonclient.http as api
+        self.api, self.protocol = payloads.api_for(protocol), protocol
+        self.timeout_s = timeout_s
+        if protocol == "http" and timeout_s is not None:
+            self.client = self.api.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
         else:
-            import tritonclient.grpc as api
-        self.api, self.protocol = api, protocol
-        self.client = api.InferenceServerClient(url)
+            self.client = self.api.InferenceServerClient(url)
         self.headers = headers or None  # e.g. the ingress Host header in front of KServe
         self.retry_policy = retry_policy
-        self.shm_name: str | None = None
+        self.region: SharedRegion | None = None
         if shm:
-            self._register_shm()
-
-    def _register_shm(self) -> None:
-        import tritonclient.utils.shared_memory as shm
-
-        size = int(np.prod(FRAME.dims)) * 4
-        self.shm_name = f"clo_frame_{uuid.uuid4().hex[:8]}"
-        self.shm_handle = shm.create_shared_memory_region(self.shm_name, f"/{self.shm_name}", size)
-        self.client.register_system_shared_memory(self.shm_name, f"/{self.shm_name}", size)
+            try:
+                self.region = SharedRegion(self.client, int(np.prod(FRAME.dims)) * 4, prefix="clo_frame")
+            except BaseException:
+                self.client.close()
+                raise
 
     def close(self) -> None:
-        if self.shm_name:
-            import tritonclient.utils.shared_memory as shm
-
-            self.client.unregister_system_shared_memory(self.shm_name)
-            shm.destroy_shared_memory_region(self.shm_handle)
-            self.shm_name = None
-        self.client.close()
-
-    def _outputs(self) -> list:
-        if self.protocol == "http":
-            return [self.api.InferRequestedOutput(t.name, binary_data=True) for t in PIPELINE_OUTPUTS]
-        return [self.api.InferRequestedOutput(t.name) for t in PIPELINE_OUTPUTS]
+        try:
+            if self.region is not None:
+                self.region.close()
+                self.region = None
+        finally:
+            self.client.close()
 
     def _infer(self, model: str, inp, size: tuple[int, int]) -> Result:
+        kw = {"client_timeout": self.timeout_s} if self.protocol == "grpc" and self.timeout_s else {}
+        outputs = payloads.outputs(self.api)
         start = time.perf_counter()
         res = retry.call(
-            lambda: self.client.infer(model, [inp], outputs=self._outputs(), headers=self.headers),
+            lambda: self.client.infer(model, [inp], outputs=outputs, headers=self.headers, **kw),
             self.retry_policy,
             what=model,
         )
@@ -114,28 +92,17 @@ class CloClient:
 
     def infer_frame(self, frame: np.ndarray, size: tuple[int, int]) -> Result:
         """Send an FP32 [3,2160,3840] frame to `ensemble`; `size` is the source image's (width, height)."""
+        if self.region is None:
+            return self._infer("ensemble", payloads.frame_input(self.api, frame), size)
         batch = frame[np.newaxis]
-        inp = self.api.InferInput(FRAME.name, list(batch.shape), "FP32")
-        if self.shm_name:
-            import tritonclient.utils.shared_memory as shm
-
-            shm.set_shared_memory_region(self.shm_handle, [batch])
-            inp.set_shared_memory(self.shm_name, batch.nbytes)
-        elif self.protocol == "http":
-            inp.set_data_from_numpy(batch, binary_data=True)
-        else:
-            inp.set_data_from_numpy(batch)
-        return self._infer("ensemble", inp, size)
+        self.region.write(batch)
+        return self._infer(
+            "ensemble", payloads.shm_frame_input(self.api, self.region.name, batch.nbytes, batch.shape), size
+        )
 
     def infer_encoded(self, data: bytes, size: tuple[int, int]) -> Result:
         """Send encoded JPEG/PNG bytes to `ensemble_jpeg`, which decodes server-side."""
-        batch = np.array([[data]], dtype=np.object_)
-        inp = self.api.InferInput(IMAGE_BYTES.name, [1, 1], "BYTES")
-        if self.protocol == "http":
-            inp.set_data_from_numpy(batch, binary_data=True)
-        else:
-            inp.set_data_from_numpy(batch)
-        return self._infer("ensemble_jpeg", inp, size)
+        return self._infer("ensemble_jpeg", payloads.image_input(self.api, data), size)
 
 
 def save_visual(path: Path, image: Image.Image, result: Result) -> None:
@@ -175,57 +142,41 @@ def _parser() -> argparse.ArgumentParser:
         help="ensemble: FP32 frame decoded here (99.5 MB); ensemble_jpeg: encoded bytes decoded by the server",
     )
     p.add_argument("--protocol", choices=("http", "grpc"), default="http")
-    p.add_argument("--url", help="server address (default $TRITON_HTTP_URL / $TRITON_GRPC_URL or localhost:8000/8001)")
     p.add_argument(
         "--shm", action="store_true", help="send the FP32 frame through system shared memory (ensemble only, same host)"
     )
     p.add_argument("--repeat", type=int, default=1, help="send the frame N times and report latency statistics")
     p.add_argument("--save", type=Path, help="write a PNG with the boxes drawn and the 384x384 crop beside them")
-    p.add_argument("--header", action="append", default=[], help='extra request header "Name: value" (repeatable)')
-    p.add_argument(
-        "--retries", type=int, default=3, help="retries of a request the server refuses as overloaded (default 3)"
-    )
+    cli.add_server_options(p)
     return p
 
 
-def parse_headers(values: list[str]) -> dict[str, str]:
-    """'Name: value' strings to a dict; raises ValueError naming the bad one."""
-    headers = {}
-    for value in values:
-        name, sep, rest = value.partition(":")
-        if not sep or not name.strip():
-            raise ValueError(f"--header {value!r}: expected 'Name: value'")
-        headers[name.strip()] = rest.strip()
-    return headers
+def _usage(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments, or None."""
+    if args.synthetic == (args.image is not None):
+        return "give an image file or --synthetic (one of them)"
+    if args.shm and args.entry != "ensemble":
+        return "--shm carries the FP32 frame, so it needs --entry ensemble"
+    for name, value, low in (("--repeat", args.repeat, 1), ("--retries", args.retries, 0)):
+        if value < low:
+            return f"{name} must be at least {low}"
+    if not args.timeout > 0:
+        return "--timeout must be positive"
+    if not 0 <= args.level <= 100:
+        return "--level must be within 0..100"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.synthetic == (args.image is not None):
-        sys.stderr.write("error: give an image file or --synthetic (one of them)\n")
-        return 2
-    if args.shm and args.entry != "ensemble":
-        sys.stderr.write("error: --shm carries the FP32 frame, so it needs --entry ensemble\n")
-        return 2
-    if args.repeat < 1:
-        sys.stderr.write("error: --repeat must be at least 1\n")
-        return 2
-    if args.retries < 0:
-        sys.stderr.write("error: --retries must be at least 0\n")
-        return 2
-    try:
-        headers = parse_headers(args.header)
-    except ValueError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
-    default_url = (
-        os.environ.get("TRITON_HTTP_URL", "localhost:8000")
-        if args.protocol == "http"
-        else os.environ.get("TRITON_GRPC_URL", "localhost:8001")
-    )
-    if not 0 <= args.level <= 100:
-        sys.stderr.write("error: --level must be within 0..100\n")
-        return 2
+    problem = _usage(args)
+    if problem is None:
+        try:
+            headers = cli.parse_headers(args.header)
+        except ValueError as exc:
+            problem = str(exc)
+    if problem is not None:
+        return cli.usage_error(problem)
     scene = synthetic_scene(oil_level=args.level / 100) if args.synthetic else None
     try:
         if scene is not None:
@@ -234,28 +185,32 @@ def main(argv: list[str] | None = None) -> int:
             data = buf.getvalue()
         else:
             data = args.image.read_bytes()
-        image = frames.decode(data, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
-    except (OSError, frames.ImageError) as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
+        image = images.decode(data)
+    except (OSError, images.ImageError) as exc:
+        return cli.usage_error(str(exc))
 
-    from tritonclient.utils import InferenceServerException
+    target = cli.Target(cli.default_url(args.protocol, args.url), args.entry, args.retries, args.timeout)
 
-    policy = retry.RetryPolicy(retries=args.retries)
-    client = CloClient(args.url or default_url, args.protocol, shm=args.shm, headers=headers, retry_policy=policy)
-    try:
-        frame = frames.to_frame(image) if args.entry == "ensemble" else None
-        results = [
-            client.infer_frame(frame, image.size) if frame is not None else client.infer_encoded(data, image.size)
-            for _ in range(args.repeat)
-        ]
-    except InferenceServerException as exc:
-        sys.stderr.write(f"error: the server refused the request: {exc}\n")
-        return 1
-    finally:
-        client.close()
-    _report(args, image, results, scene)
-    return 0
+    results: list[Result] = []
+
+    def call(target: cli.Target) -> int:
+        policy = retry.RetryPolicy(retries=args.retries)
+        client = CloClient(target.url, args.protocol, args.shm, headers, policy, args.timeout)
+        try:
+            frame = images.to_frame(image) if args.entry == "ensemble" else None
+            for _ in range(args.repeat):
+                if frame is not None:
+                    results.append(client.infer_frame(frame, image.size))
+                else:
+                    results.append(client.infer_encoded(data, image.size))
+        finally:
+            client.close()
+        return 0
+
+    code = cli.run(call, target)
+    if code == 0:
+        _report(args, image, results, scene)
+    return code
 
 
 def _report(args: argparse.Namespace, image: Image.Image, results: list[Result], truth: Scene | None) -> None:

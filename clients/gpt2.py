@@ -8,70 +8,46 @@ client-side greedy loop (`--baseline`) for comparison.
 from __future__ import annotations
 
 import argparse
-import os
 import queue
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from clients import retry
-from clients.clo import parse_headers
+from clients.lib import cli, payloads, retry
+from clients.lib.timing import Generation
+from tritonyard_contract import (
+    ATTENTION_MASK,
+    COMPLETION_TOKENS,
+    EOS_TOKEN,
+    FINISH_REASON,
+    INPUT_IDS,
+    LOGITS,
+    POSITION_IDS,
+    PROMPT_TOKENS,
+    TEXT_OUTPUT,
+    TensorSpec,
+)
+from tritonyard_contract.tensors import PAST_PREFIX
 
 DEFAULT_TOKENIZER = (
     Path(__file__).resolve().parent.parent / "model_repository" / "gpt2_tokenizer" / "1" / "tokenizer.json"
 )
+STREAM_ERROR_WAIT_S = 5.0  # how long a broken stream's callback gets to report why
+__all__ = ["Generation", "baseline", "generate", "main", "stream"]
 
 
-@dataclass
-class Generation:
-    """What came back, with the timings users compare."""
-
-    text: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    total_s: float
-    piece_times: list[float] = field(default_factory=list)  # seconds since the request, per piece
-
-    @property
-    def ttft_s(self) -> float:
-        return self.piece_times[0] if self.piece_times else self.total_s
-
-    @property
-    def itl_s(self) -> float:
-        gaps = np.diff(self.piece_times)
-        return float(gaps.mean()) if gaps.size else 0.0
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.completion_tokens / self.total_s if self.total_s > 0 else 0.0
-
-
-def _inputs(api, prompt: str, options: dict) -> list:
-    """text_input plus whichever optional inputs were given; binary tensors over HTTP."""
-    kw = {"binary_data": True} if api.__name__.endswith("http") else {}
-    specs = [("text_input", np.array([[prompt.encode()]], dtype=np.object_), "BYTES")]
-    kinds = {"max_tokens": (np.int32, "INT32"), "temperature": (np.float32, "FP32"), "top_k": (np.int32, "INT32"),
-             "top_p": (np.float32, "FP32"), "seed": (np.uint64, "UINT64")}  # fmt: skip
-    for name, (dtype, triton_type) in kinds.items():
-        if options.get(name) is not None:
-            specs.append((name, np.array([[options[name]]], dtype=dtype), triton_type))
-    if options.get("stop"):
-        specs.append(("stop", np.array([[s.encode() for s in options["stop"]]], dtype=np.object_), "BYTES"))
-    inputs = []
-    for name, array, triton_type in specs:
-        inp = api.InferInput(name, list(array.shape), triton_type)
-        inp.set_data_from_numpy(array, **kw)
-        inputs.append(inp)
-    return inputs
-
-
-def _first(result, name: str):
-    value = result.as_numpy(name).reshape(-1)[0]
-    return value.decode() if isinstance(value, bytes) else int(value)
+def _generation(result, total_s: float, text: str | None = None, times: list[float] | None = None) -> Generation:
+    f = payloads.first
+    return Generation(
+        f(result, TEXT_OUTPUT.name) if text is None else text,
+        f(result, FINISH_REASON.name),
+        f(result, PROMPT_TOKENS.name),
+        f(result, COMPLETION_TOKENS.name),
+        total_s,
+        times or [],
+    )
 
 
 def generate(
@@ -80,23 +56,24 @@ def generate(
     protocol: str = "http",
     headers: dict | None = None,
     retry_policy: retry.RetryPolicy = retry.DEFAULT,
+    timeout_s: float | None = None,
     **options,
 ) -> Generation:
     """Call `gpt2` (not decoupled) and wait for the whole text; UNAVAILABLE is retried per `retry_policy`."""
-    if protocol == "http":
-        import tritonclient.http as api
+    api = payloads.api_for(protocol)
+    if protocol == "http" and timeout_s:
+        client = api.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
     else:
-        import tritonclient.grpc as api
-    client = api.InferenceServerClient(url)
+        client = api.InferenceServerClient(url)
+    kw = {"client_timeout": timeout_s} if protocol == "grpc" and timeout_s else {}
     try:
         start = time.perf_counter()
-        inputs = _inputs(api, prompt, options)
-        result = retry.call(lambda: client.infer("gpt2", inputs, headers=headers), retry_policy, what="gpt2")
+        inputs = payloads.generate_inputs(api, prompt, options)
+        result = retry.call(lambda: client.infer("gpt2", inputs, headers=headers, **kw), retry_policy, what="gpt2")
         total = time.perf_counter() - start
     finally:
         client.close()
-    return Generation(_first(result, "text_output"), _first(result, "finish_reason"),
-                      _first(result, "prompt_tokens"), _first(result, "completion_tokens"), total)  # fmt: skip
+    return _generation(result, total)
 
 
 def stream(
@@ -105,17 +82,19 @@ def stream(
     on_piece=None,
     headers: dict | None = None,
     retry_policy: retry.RetryPolicy = retry.DEFAULT,
+    timeout_s: float | None = None,
     **options,
 ) -> Generation:
     """Call `gpt2_stream` over gRPC streaming; `on_piece(text)` sees each piece as it arrives.
 
     A refusal (UNAVAILABLE) before the first piece is retried per `retry_policy`; once text has been
-    handed to `on_piece`, a retry would repeat it, so later errors are raised as they are.
+    handed to `on_piece`, a retry would repeat it, so later errors are raised as they are. `timeout_s`
+    bounds the wait for each piece (default 300 s); running out raises TimeoutError.
     """
     delivered: list[str] = []
     start = time.perf_counter()  # timings include refused attempts: what the caller waited
     return retry.call(
-        lambda: _stream_once(url, prompt, on_piece, headers, options, delivered, start),
+        lambda: _stream_once(url, prompt, on_piece, headers, options, delivered, start, timeout_s or 300.0),
         retry_policy,
         what="gpt2_stream",
         retryable=lambda exc: not delivered and retry.is_unavailable(exc),
@@ -123,7 +102,7 @@ def stream(
 
 
 def _stream_once(
-    url: str, prompt: str, on_piece, headers: dict | None, options: dict, delivered: list, start: float
+    url: str, prompt: str, on_piece, headers: dict | None, options: dict, delivered: list, start: float, wait: float
 ) -> Generation:
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
@@ -133,25 +112,44 @@ def _stream_once(
     client.start_stream(callback=lambda result=None, error=None: events.put((result, error)), headers=headers)
     parts, times = delivered, []
     try:
-        client.async_stream_infer(
-            "gpt2_stream", _inputs(grpcclient, prompt, options), enable_empty_final_response=False
-        )
+        try:
+            client.async_stream_infer(
+                "gpt2_stream", payloads.generate_inputs(grpcclient, prompt, options), enable_empty_final_response=False
+            )
+        except InferenceServerException as exc:
+            # "The stream is no longer in valid state": the reason (no server, ...) arrives through the callback.
+            try:
+                _, error = events.get(timeout=STREAM_ERROR_WAIT_S)
+            except queue.Empty:
+                raise exc from None
+            reason = error if isinstance(error, InferenceServerException) else InferenceServerException(str(error))
+            raise reason from None
         while True:
-            result, error = events.get(timeout=300)
+            try:
+                result, error = events.get(timeout=wait)
+            except queue.Empty:
+                raise TimeoutError(f"no piece from gpt2_stream within {wait:g} s") from None
             if error is not None:
                 raise error if isinstance(error, InferenceServerException) else InferenceServerException(str(error))
-            piece = _first(result, "text_output")
+            piece = payloads.first(result, TEXT_OUTPUT.name)
             times.append(time.perf_counter() - start)
             parts.append(piece)
             if on_piece:
                 on_piece(piece)
-            reason = _first(result, "finish_reason")
-            if reason:
-                return Generation("".join(parts), reason, _first(result, "prompt_tokens"),
-                                  _first(result, "completion_tokens"), times[-1], times)  # fmt: skip
+            if payloads.first(result, FINISH_REASON.name):
+                return _generation(result, times[-1], "".join(parts), times)
     finally:
         client.stop_stream()
         client.close()
+
+
+def _decoder_request(httpclient, ids: list[int], past: list[TensorSpec]) -> list:
+    """The whole sequence with every past empty (no cache), as the old client-side loop sent it."""
+    n = len(ids)
+    arrays = [(INPUT_IDS, np.array([ids], np.int64)), (ATTENTION_MASK, np.ones((1, n), np.int64)),
+              (POSITION_IDS, np.arange(n, dtype=np.int64)[None])]  # fmt: skip
+    arrays += [(t, np.zeros((1, t.dims[0], 0, t.dims[2]), np.float32)) for t in past]
+    return [payloads.tensor(httpclient, spec, array) for spec, array in arrays]
 
 
 def baseline(
@@ -161,40 +159,33 @@ def baseline(
     max_tokens: int = 16,
     headers: dict | None = None,
     retry_policy: retry.RetryPolicy = retry.DEFAULT,
+    timeout_s: float | None = None,
 ) -> tuple[Generation, list[int]]:
     """The old client-side loop: tokenize here, resend the whole sequence each step (no KV cache), argmax."""
     import tritonclient.http as httpclient
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    eos = tokenizer.token_to_id("<|endoftext|>")
-    client = httpclient.InferenceServerClient(url)
-    config = client.get_model_config("gpt2_decoder", headers=headers)
-    past = [t for t in config["input"] if t["name"].startswith("past_key_values.")]
+    eos = tokenizer.token_to_id(EOS_TOKEN)
+    kw = {"connection_timeout": timeout_s, "network_timeout": timeout_s} if timeout_s else {}
+    client = httpclient.InferenceServerClient(url, **kw)
     ids = tokenizer.encode(prompt).ids
     prompt_len, reason = len(ids), "length"
-    start = time.perf_counter()
     try:
+        config = client.get_model_config("gpt2_decoder", headers=headers)
+        past = [TensorSpec(t["name"], "TYPE_FP32", tuple(int(d) for d in t["dims"]))
+                for t in config["input"] if t["name"].startswith(PAST_PREFIX)]  # fmt: skip
+        logits = [httpclient.InferRequestedOutput(LOGITS, binary_data=True)]
+        start = time.perf_counter()
         for _ in range(max_tokens):
-            n = len(ids)
-            arrays = {"input_ids": np.array([ids], np.int64), "attention_mask": np.ones((1, n), np.int64),
-                      "position_ids": np.arange(n, dtype=np.int64)[None]}  # fmt: skip
-            for t in past:  # no cache: every past is empty
-                heads, _, head_dim = (int(d) for d in t["dims"])
-                arrays[t["name"]] = np.zeros((1, heads, 0, head_dim), np.float32)
-            inputs = []
-            for name, array in arrays.items():
-                inp = httpclient.InferInput(name, list(array.shape), "INT64" if array.dtype == np.int64 else "FP32")
-                inp.set_data_from_numpy(array, binary_data=True)
-                inputs.append(inp)
-            logits = [httpclient.InferRequestedOutput("logits", binary_data=True)]
+            inputs = _decoder_request(httpclient, ids, past)
             out = retry.call(
                 # Called at once, inside this iteration, so binding the loop's variables late is harmless.
                 lambda: client.infer("gpt2_decoder", inputs, outputs=logits, headers=headers),  # noqa: B023
                 retry_policy,
                 what="gpt2_decoder",
             )
-            token = int(np.argmax(out.as_numpy("logits")[0, -1]))
+            token = int(np.argmax(out.as_numpy(LOGITS)[0, -1]))
             if token == eos:
                 reason = "stop"
                 break
@@ -221,51 +212,67 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=("http", "grpc"), default="http", help="for the non-streaming call")
     p.add_argument("--baseline", action="store_true", help="client-side greedy loop against gpt2_decoder, no cache")
     p.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER, help="tokenizer.json for --baseline")
-    p.add_argument("--url", help="server address (default $TRITON_HTTP_URL / $TRITON_GRPC_URL or localhost:8000/8001)")
-    p.add_argument("--header", action="append", default=[], help='extra request header "Name: value" (repeatable)')
-    p.add_argument(
-        "--retries", type=int, default=3, help="retries of a request the server refuses as overloaded (default 3)"
-    )
+    cli.add_server_options(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from tritonclient.utils import InferenceServerException
-
-    grpc_url = args.url or os.environ.get("TRITON_GRPC_URL", "localhost:8001")
-    http_url = args.url or os.environ.get("TRITON_HTTP_URL", "localhost:8000")
     options = {"max_tokens": args.max_tokens, "temperature": args.temperature, "top_k": args.top_k,
                "top_p": args.top_p, "seed": args.seed, "stop": args.stop}  # fmt: skip
     out = sys.stdout
     try:
-        headers = parse_headers(args.header)
+        headers = cli.parse_headers(args.header)
         policy = retry.RetryPolicy(retries=args.retries)
     except ValueError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
-    try:
-        if args.baseline:
-            if not args.tokenizer.is_file():
-                sys.stderr.write(f"error: {args.tokenizer} not found: run `make build` or pass --tokenizer\n")
-                return 2
-            gen, _ = baseline(http_url, args.prompt, args.tokenizer, args.max_tokens, headers, policy)
-            out.write(f"{args.prompt}{gen.text}\n")
-        elif args.stream:
+        return cli.usage_error(str(exc))
+    if not args.timeout > 0:
+        return cli.usage_error("--timeout must be positive")
+    if args.baseline and not args.tokenizer.is_file():
+        return cli.usage_error(f"{args.tokenizer} not found: run `make build` or pass --tokenizer")
+    if args.baseline:
+        from tokenizers import Tokenizer
+
+        try:
+            Tokenizer.from_file(str(args.tokenizer))
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for a bad file
+            return cli.usage_error(f"{args.tokenizer} is not a tokenizer.json ({exc}): pass --tokenizer")
+    protocol = "http" if args.baseline else "grpc" if args.stream else args.protocol
+    model = "gpt2_decoder" if args.baseline else "gpt2_stream" if args.stream else "gpt2"
+    target = cli.Target(cli.default_url(protocol, args.url), model, args.retries, args.timeout)
+    result: list[Generation] = []
+    started = [False]
+
+    def show(piece: str) -> None:
+        if not started[0]:  # the prompt only once the server answers, so a failure prints nothing here
+            started[0] = True
             out.write(args.prompt)
-            gen = stream(grpc_url, args.prompt, lambda t: (out.write(t), out.flush()), headers, policy, **options)
-            out.write("\n")
+        out.write(piece)
+        out.flush()
+
+    def call(target: cli.Target) -> int:
+        if args.baseline:
+            gen, _ = baseline(target.url, args.prompt, args.tokenizer, args.max_tokens, headers, policy, args.timeout)
+        elif args.stream:
+            gen = stream(target.url, args.prompt, show, headers, policy, args.timeout, **options)
         else:
-            url = http_url if args.protocol == "http" else grpc_url
-            gen = generate(url, args.prompt, args.protocol, headers, policy, **options)
-            out.write(f"{args.prompt}{gen.text}\n")
-    except InferenceServerException as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 1
+            gen = generate(target.url, args.prompt, args.protocol, headers, policy, args.timeout, **options)
+        result.append(gen)
+        return 0
+
+    code = cli.run(call, target)
+    if started[0]:
+        out.write("\n")
+    if code:
+        return code
+    gen = result[0]
+    if not args.stream:
+        out.write(f"{args.prompt}{gen.text}\n")
     mode = "baseline (client loop, no cache)" if args.baseline else "gpt2_stream (gRPC)" if args.stream else "gpt2"
+    itl = gen.itl_s or 0.0
     out.write(
         f"[{mode}] finish={gen.finish_reason} prompt={gen.prompt_tokens} completion={gen.completion_tokens} "
-        f"ttft={gen.ttft_s * 1000:.0f} ms itl={gen.itl_s * 1000:.1f} ms {gen.tokens_per_s:.1f} tok/s\n"
+        f"ttft={gen.ttft_s * 1000:.0f} ms itl={itl * 1000:.1f} ms {gen.tokens_per_s:.1f} tok/s\n"
     )
     return 0
 

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builders.triton_config import read_config
+from clients.lib import images
 from clients.synthetic import synthetic_frame
 from loadtests import bench_gpt2, report
 from loadtests import bench_vision as bv
-from python_backends.image_decoder import frames
 from serving.launcher import TritonServer, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +88,7 @@ def reference(repo: Path) -> tuple[bv.Reference, bv.InProcessChain]:
     """A synthetic 4K camera frame, its JPEG, and its oil level from the in-process chain."""
     buf = io.BytesIO()
     synthetic_frame(seed=3).save(buf, "JPEG", quality=90)
-    frame = frames.to_frame(frames.decode(buf.getvalue(), max_bytes=1 << 30, max_pixels=1 << 30))
+    frame = images.to_frame(images.decode(buf.getvalue()))
     chain = bv.InProcessChain(repo)
     return bv.Reference(frame, buf.getvalue(), chain(frame)), chain
 

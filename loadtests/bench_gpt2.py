@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from clients import gpt2 as client
-from clients import retry
+from clients.lib import retry
 from serving.launcher import TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +54,7 @@ def _streams(url: str, prompt: str, n: int, new_tokens: int) -> tuple[float, flo
         gens = list(pool.map(one, range(n)))
     wall = time.perf_counter() - start
     tokens = sum(g.completion_tokens for g in gens)
-    return tokens / wall, statistics.median(g.ttft_s for g in gens), statistics.median(g.itl_s for g in gens)
+    return tokens / wall, statistics.median(g.ttft_s for g in gens), statistics.median(g.itl_s or 0.0 for g in gens)
 
 
 def measure(server: TritonServer, repo: Path, new_tokens: int = 64, prompt_tokens: int = 16) -> list[dict]:

@@ -10,15 +10,17 @@ import http.client
 import json
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
-from builders.contract import CROP, DETECTIONS, FRAME, IMAGE_BYTES, LETTERBOXED, OIL_PCT, PIPELINE_OUTPUTS
+from clients.lib import payloads
+from clients.lib.checks import ResponseError, check_vision_outputs
+from clients.lib.shm import SharedRegion
+from tritonyard_contract import CROP, DETECTIONS, FRAME, IMAGE_BYTES, LETTERBOXED, OIL_PCT, PIPELINE_OUTPUTS
+from tritonyard_contract.onnx_session import MODEL_FILE, cpu_session
 
 OIL_ATOL = 1e-2  # served and in-process runs share kernels; only thread scheduling differs
 ONNX_STEPS = ("preprocessing", "yolov8", "postprocessing", "efficientnet_v2")  # the FP32 chain, in order
@@ -77,12 +79,11 @@ class Reference:
 
 
 def check_outputs(det: np.ndarray, crop: np.ndarray, oil: np.ndarray, ref: Reference) -> None:
-    """Raise WrongAnswer unless the pipeline's outputs have the contract's shapes and the reference oil level."""
-    for arr, spec in ((det, DETECTIONS), (crop, CROP), (oil, OIL_PCT)):
-        if arr.shape != (1, *spec.dims):
-            raise WrongAnswer(f"{spec.name}: shape {arr.shape}, expected {(1, *spec.dims)}")
-        if not np.isfinite(arr).all():
-            raise WrongAnswer(f"{spec.name}: not finite")
+    """Raise WrongAnswer unless the pipeline's outputs pass the client checks and hold the reference oil level."""
+    try:
+        check_vision_outputs({DETECTIONS.name: det, CROP.name: crop, OIL_PCT.name: oil})
+    except ResponseError as exc:
+        raise WrongAnswer(str(exc)) from None
     if abs(float(oil[0, 0]) - ref.oil_pct) > OIL_ATOL:
         raise WrongAnswer(f"oil {float(oil[0, 0]):.4f} % differs from the reference {ref.oil_pct:.4f} %")
 
@@ -94,15 +95,7 @@ class InProcessChain:
     """The four model.onnx files run one after another with onnxruntime: the compute floor."""
 
     def __init__(self, repo: Path, threads: int = 2) -> None:
-        ort.disable_telemetry_events()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.sessions = {
-            step: ort.InferenceSession(str(repo / step / "1" / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-            for step in ONNX_STEPS
-        }
+        self.sessions = {step: cpu_session(repo / step / "1" / MODEL_FILE, threads) for step in ONNX_STEPS}
 
     def outputs(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(detections, crop, oil) of one [3, 2160, 3840] frame, each with a batch dimension of 1."""
@@ -137,6 +130,7 @@ SenderFactory = Callable[[], Sender]
 
 
 def _triton_outputs(api, binary: bool) -> list:
+    """Requested outputs; `binary` False asks for JSON numbers (the KServe v2 examples' way)."""
     return [api.InferRequestedOutput(t.name, binary_data=binary) for t in PIPELINE_OUTPUTS]
 
 
@@ -163,13 +157,10 @@ def grpc_sender(url: str, ref: Reference) -> Sender:
     import tritonclient.grpc as api
 
     client = api.InferenceServerClient(url)
-    batch = ref.frame[np.newaxis]
 
     def send() -> None:
-        inp = api.InferInput(FRAME.name, list(batch.shape), "FP32")
-        inp.set_data_from_numpy(batch)
-        res = client.infer("ensemble", [inp], outputs=[api.InferRequestedOutput(t.name) for t in PIPELINE_OUTPUTS])
-        _check_result(res, ref)
+        inp = payloads.frame_input(api, ref.frame)
+        _check_result(client.infer("ensemble", [inp], outputs=payloads.outputs(api)), ref)
 
     return Sender(send, client.close)
 
@@ -178,30 +169,24 @@ def shm_sender(url: str, ref: Reference) -> Sender:
     """FP32 frame through system shared memory; each call writes the frame into the region first,
     as a client with a new frame every time must."""
     import tritonclient.http as api
-    import tritonclient.utils.shared_memory as shm
 
     client = api.InferenceServerClient(url, network_timeout=600)
     batch = ref.frame[np.newaxis]
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    handle = shm.create_shared_memory_region(name, f"/{name}", batch.nbytes)
     try:
-        client.register_system_shared_memory(name, f"/{name}", batch.nbytes)
-    except Exception:
-        shm.destroy_shared_memory_region(handle)  # 99.5 MB of /dev/shm must not outlive a failed setup
+        region = SharedRegion(client, batch.nbytes, prefix="bench")  # freed by itself if registration fails
+    except BaseException:
         client.close()
         raise
 
     def send() -> None:
-        shm.set_shared_memory_region(handle, [batch])
-        inp = api.InferInput(FRAME.name, list(batch.shape), "FP32")
-        inp.set_shared_memory(name, batch.nbytes)
-        _check_result(client.infer("ensemble", [inp], outputs=_triton_outputs(api, True)), ref)
+        region.write(batch)
+        inp = payloads.shm_frame_input(api, region.name, batch.nbytes, batch.shape)
+        _check_result(client.infer("ensemble", [inp], outputs=payloads.outputs(api)), ref)
 
     def close() -> None:
         try:
-            client.unregister_system_shared_memory(name)
+            region.close()
         finally:
-            shm.destroy_shared_memory_region(handle)
             client.close()
 
     return Sender(send, close)
@@ -212,12 +197,10 @@ def jpeg_sender(url: str, ref: Reference) -> Sender:
     import tritonclient.http as api
 
     client = api.InferenceServerClient(url, network_timeout=600)
-    blob = np.array([[ref.jpeg]], dtype=np.object_)
 
     def send() -> None:
-        inp = api.InferInput(IMAGE_BYTES.name, [1, 1], "BYTES")
-        inp.set_data_from_numpy(blob, binary_data=True)
-        _check_result(client.infer("ensemble_jpeg", [inp], outputs=_triton_outputs(api, True)), ref)
+        inp = payloads.image_input(api, ref.jpeg)
+        _check_result(client.infer("ensemble_jpeg", [inp], outputs=payloads.outputs(api)), ref)
 
     return Sender(send, client.close)
 

@@ -1,127 +1,34 @@
-"""Shared parts of the locustfiles: response checks, SSE parsing, the request log and the summary.
+"""Shared parts of the locustfiles: the request log, reading locust's CSVs and the summary.
 
-The checks and parsers are plain functions with no locust import, so unit tests and the soak
-runner use them without gevent's monkey-patching. `install()` wires the locust-only parts (the
+Response checks, SSE parsing and timings come from the client library (re-exported here for the
+locustfiles). Everything but `install()` is free of locust, so unit tests and the soak runner use it
+without gevent's monkey-patching. `install()` wires the locust-only parts (the
 request log and the per-user tokens/s file) once per process, whichever locustfiles are loaded.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from builders.contract import PIPELINE_OUTPUTS
+# The checks, the SSE reader and the timings are the client library's: one definition for every caller.
+from clients.lib.checks import ResponseError as ResponseError
+from clients.lib.checks import check_vision_outputs as check_vision_outputs
+from clients.lib.sse import parse_sse_line as parse_sse_line
+from clients.lib.sse import read_stream as read_stream
+from clients.lib.timing import Generation
 
 # Request types as they appear in locust's CSV "Type" column.
 INFER = "infer"  # one vision request: ensemble or ensemble_jpeg
 STREAM = "sse"  # one whole gpt2_stream generation, first byte sent to last event read
 TTFT = "ttft"  # time to the first text event of that generation
-ITL = "itl"  # mean inter-token latency of that generation: (total - ttft) / (tokens - 1)
+ITL = "itl"  # mean inter-token latency of that generation (clients.lib.timing's definition)
 REQUEST_TYPES = (INFER, STREAM)  # real requests; TTFT and ITL are timings of the STREAM requests
 USERS_CSV_SUFFIX = "_gpt2_users.csv"
 REQUEST_LOG_FIELDS = ("time", "type", "name", "response_ms", "ok")
-
-
-class ResponseError(Exception):
-    """The server answered, but not with a correct response: counted as a failure, never a success."""
-
-
-def check_vision_outputs(outputs: dict[str, np.ndarray | None]) -> None:
-    """Raise ResponseError unless every pipeline output is present, shaped [1, *dims] and finite."""
-    for spec in PIPELINE_OUTPUTS:
-        array = outputs.get(spec.name)
-        if array is None:
-            raise ResponseError(f"output {spec.name} is missing")
-        want = (1, *spec.dims)
-        if tuple(array.shape) != want:
-            raise ResponseError(f"output {spec.name} has shape {list(array.shape)}, expected {list(want)}")
-        if not np.isfinite(array).all():
-            raise ResponseError(f"output {spec.name} holds NaN or Inf")
-
-
-def parse_sse_line(line: bytes | str) -> dict | None:
-    """The JSON payload of one SSE `data:` line, or None for blank lines, comments and other fields.
-
-    Triton reports a failed generation as `data: {"error": ...}`, with HTTP 200 when the stream had
-    already started: that raises ResponseError, as does a payload that is not a JSON object.
-    """
-    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
-    text = text.rstrip("\r\n")
-    if not text.startswith("data:"):
-        return None
-    try:
-        event = json.loads(text[5:])
-    except json.JSONDecodeError as exc:
-        raise ResponseError(f"SSE data is not JSON: {text[:200]!r}") from exc
-    if not isinstance(event, dict):
-        raise ResponseError(f"SSE data is not a JSON object: {text[:200]!r}")
-    if "error" in event:
-        raise ResponseError(f"server error in stream: {event['error']}")
-    return event
-
-
-@dataclass
-class StreamResult:
-    """One streamed generation with the timings users compare; times are seconds since the request."""
-
-    text: str
-    finish_reason: str
-    completion_tokens: int
-    total_s: float
-    event_times: list[float] = field(default_factory=list)
-
-    @property
-    def ttft_s(self) -> float:
-        return self.event_times[0]
-
-    @property
-    def itl_s(self) -> float | None:
-        """Mean gap per token after the first (genai-perf's definition); None for a single token."""
-        if self.completion_tokens < 2:
-            return None
-        return (self.event_times[-1] - self.ttft_s) / (self.completion_tokens - 1)
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.completion_tokens / self.total_s if self.total_s > 0 else 0.0
-
-
-def read_stream(
-    lines: Iterable[bytes | str], start: float, clock: Callable[[], float] = time.perf_counter
-) -> StreamResult:
-    """Consume SSE lines of one gpt2_stream generation; raise ResponseError unless it is complete and non-empty."""
-    pieces: list[str] = []
-    times: list[float] = []
-    last: dict = {}
-    for line in lines:
-        event = parse_sse_line(line)
-        if event is None:
-            continue
-        times.append(clock() - start)
-        if "text_output" not in event:
-            raise ResponseError(f"SSE event without text_output: {event}")
-        pieces.append(str(event["text_output"]))
-        last = event
-        if event.get("finish_reason"):
-            break
-    if not times:
-        raise ResponseError("stream ended without any event")
-    if not last.get("finish_reason"):
-        raise ResponseError(f"stream ended after {len(times)} event(s) without a finish_reason")
-    text = "".join(pieces)
-    if not text:
-        raise ResponseError(f"generated text is empty (finish_reason {last['finish_reason']!r})")
-    tokens = int(last.get("completion_tokens") or 0)
-    if tokens < 1:
-        raise ResponseError(f"completion_tokens is {tokens} for non-empty text")
-    return StreamResult(text, str(last["finish_reason"]), tokens, clock() - start, times)
 
 
 def host_port(host: str) -> tuple[str, int]:
@@ -161,8 +68,16 @@ def read_stats(path: Path) -> list[Row]:
     """Rows of a locust stats CSV, without the Aggregated row (TTFT/ITL events would skew it)."""
     with path.open(newline="") as f:
         return [
-            Row(r["Type"], r["Name"], int(r["Request Count"]), int(r["Failure Count"]), _num(r["50%"]),
-                _num(r["95%"]), _num(r["99%"]), _num(r["Requests/s"]))  # fmt: skip
+            Row(
+                r["Type"],
+                r["Name"],
+                int(r["Request Count"]),
+                int(r["Failure Count"]),
+                _num(r["50%"]),
+                _num(r["95%"]),
+                _num(r["99%"]),
+                _num(r["Requests/s"]),
+            )
             for r in csv.DictReader(f)
             if r["Name"] != "Aggregated"
         ]
@@ -211,7 +126,7 @@ _installed = False
 _user_stats: dict[int, dict] = {}
 
 
-def record_user_stream(user_id: int, result: StreamResult) -> None:
+def record_user_stream(user_id: int, result: Generation) -> None:
     """Add one generation to its user's tokens/s tally."""
     tally = _user_stats.setdefault(user_id, {"requests": 0, "tokens": 0, "stream_s": 0.0})
     tally["requests"] += 1

@@ -42,8 +42,13 @@ common.install()
 
 @events.init_command_line_parser.add_listener
 def _options(parser) -> None:
-    parser.add_argument("--gpt2-max-tokens", env_var="LOCUST_GPT2_MAX_TOKENS", type=int, default=16,
-                        help="tokens to generate per request")
+    parser.add_argument(
+        "--gpt2-max-tokens",
+        env_var="LOCUST_GPT2_MAX_TOKENS",
+        type=int,
+        default=16,
+        help="tokens to generate per request",
+    )
     parser.add_argument("--gpt2-prompt", env_var="LOCUST_GPT2_PROMPT", default="",
                         help="one prompt for every request (default: cycle built-in prompts)")  # fmt: skip
 
@@ -64,7 +69,7 @@ class Gpt2User(User):
         if self.conn is not None:
             self.conn.close()
 
-    def _stream(self, body: bytes, start: float) -> common.StreamResult:
+    def _stream(self, body: bytes, start: float) -> common.Generation:
         if self.conn is None:
             self.conn = http.client.HTTPConnection(*self.address, timeout=TIMEOUT_S)
         self.conn.request("POST", PATH, body, {"Content-Type": "application/json", "Accept": "text/event-stream"})

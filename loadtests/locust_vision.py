@@ -22,14 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `locust -f` imports this file by path
 
-import numpy as np
 import tritonclient.http as httpclient
 from locust import User, constant, events, task
 
-from builders.contract import FRAME, IMAGE_BYTES, PIPELINE_OUTPUTS
+from clients.lib import images, payloads
 from clients.synthetic import synthetic_frame
 from loadtests import locust_common as common
-from python_backends.image_decoder import frames
+from tritonyard_contract import PIPELINE_OUTPUTS
 
 ENTRIES = {"ensemble": ("ensemble",), "ensemble_jpeg": ("ensemble_jpeg",), "both": ("ensemble", "ensemble_jpeg")}
 NETWORK_TIMEOUT_S = 300.0  # a loaded CPU can take many seconds per 4K frame
@@ -38,10 +37,19 @@ common.install()
 
 @events.init_command_line_parser.add_listener
 def _options(parser) -> None:
-    parser.add_argument("--vision-entry", env_var="LOCUST_VISION_ENTRY", choices=sorted(ENTRIES),
-                        default="ensemble_jpeg", help="entry point: ensemble (FP32), ensemble_jpeg, or both")
-    parser.add_argument("--vision-image", env_var="LOCUST_VISION_IMAGE", default="synthetic",
-                        help='JPEG/PNG file to send, or "synthetic" for generated 4K frames')
+    parser.add_argument(
+        "--vision-entry",
+        env_var="LOCUST_VISION_ENTRY",
+        choices=sorted(ENTRIES),
+        default="ensemble_jpeg",
+        help="entry point: ensemble (FP32), ensemble_jpeg, or both",
+    )
+    parser.add_argument(
+        "--vision-image",
+        env_var="LOCUST_VISION_IMAGE",
+        default="synthetic",
+        help='JPEG/PNG file to send, or "synthetic" for generated 4K frames',
+    )
     parser.add_argument("--vision-frames", env_var="LOCUST_VISION_FRAMES", type=int, default=1,
                         help="distinct synthetic frames to cycle through")  # fmt: skip
 
@@ -60,19 +68,15 @@ def _sources(image: str, count: int) -> list[bytes]:
     return out
 
 
-def payloads(entry: str, image: str, count: int) -> list:
+def prepared_inputs(entry: str, image: str, count: int) -> list:
     """InferInputs for `entry`, built once per process: the 99.5 MB FP32 conversion is not what we measure."""
     if entry not in _payloads:
         inputs = []
         for data in _sources(image, count):
             if entry == "ensemble":
-                frame = frames.to_frame(frames.decode(data, max_bytes=1 << 40, max_pixels=1 << 40))[np.newaxis]
-                inp = httpclient.InferInput(FRAME.name, list(frame.shape), "FP32")
-                inp.set_data_from_numpy(frame, binary_data=True)
+                inputs.append(payloads.frame_input(httpclient, images.to_frame(images.decode(data))))
             else:
-                inp = httpclient.InferInput(IMAGE_BYTES.name, [1, 1], "BYTES")
-                inp.set_data_from_numpy(np.array([[data]], dtype=np.object_), binary_data=True)
-            inputs.append(inp)
+                inputs.append(payloads.image_input(httpclient, data))
         _payloads[entry] = inputs
     return _payloads[entry]
 
@@ -90,9 +94,9 @@ class VisionUser(User):
         )
         entries = ENTRIES[opts.vision_entry]
         self.work = itertools.cycle(
-            [(e, inp) for e in entries for inp in payloads(e, opts.vision_image, opts.vision_frames)]
+            [(e, inp) for e in entries for inp in prepared_inputs(e, opts.vision_image, opts.vision_frames)]
         )
-        self.outputs = [httpclient.InferRequestedOutput(t.name, binary_data=True) for t in PIPELINE_OUTPUTS]
+        self.outputs = payloads.outputs(httpclient)
 
     def on_stop(self) -> None:
         self.client.close()

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from builders.contract import FRAME, IMAGE_BYTES, MAX_TOKENS, PIPELINE_OUTPUTS, TEXT_INPUT
 from loadtests import loadtest
 from serving.launcher import ServerError
+from tritonyard_contract import FRAME, IMAGE_BYTES, MAX_TOKENS, PIPELINE_OUTPUTS, TEXT_INPUT
 
 ROOT = Path(__file__).resolve().parent.parent
 INPUTS = ROOT / "build" / "perf_inputs"
@@ -94,14 +94,14 @@ def _image_bytes(image: str) -> tuple[bytes, str]:
 
 def write_inputs(image: str, max_tokens: int, prompt: str = PROMPT) -> dict[str, Path]:
     """perf_analyzer --input-data for each model, generated once under build/perf_inputs/."""
-    from python_backends.image_decoder import frames
+    from clients.lib import images
 
     data, key = _image_bytes(image)
     frame_dir = INPUTS / f"frame_{key}"
     raw = frame_dir / FRAME.name  # a directory of raw tensors, one file per input, named by the input
     if not raw.is_file():
         frame_dir.mkdir(parents=True, exist_ok=True)
-        frame = frames.to_frame(frames.decode(data, max_bytes=1 << 40, max_pixels=1 << 40))  # FP32, C order
+        frame = images.to_frame(images.decode(data))  # FP32, C order
         frame.tofile(raw.with_suffix(".tmp"))
         raw.with_suffix(".tmp").rename(raw)
     # A BYTES tensor given as b64 must be serialized the Triton way: a 4-byte little-endian length first.

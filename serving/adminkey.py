@@ -12,15 +12,17 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-ENV_KEY = "TRITON_ADMIN_KEY"
-ENV_KEY_FILE = "TRITON_ADMIN_KEY_FILE"
+from tritonyard_contract import protocol
+
+ENV_KEY = protocol.ADMIN_KEY_ENV
+ENV_KEY_FILE = protocol.ADMIN_KEY_FILE_ENV
 DEFAULT_KEY_FILE = Path(__file__).resolve().parent.parent / ".triton-admin-key"  # gitignored
-MIN_LENGTH = 32  # the KServe image's entrypoint refuses shorter keys too
-HTTP_HEADER = "admin-key"
-GRPC_HEADER = "triton-grpc-protocol-admin-key"
-# Only the repository API (load, unload, index): loading a model runs its model.py, i.e. arbitrary code.
-# Shared-memory registration stays open because local clients use it (clients.clo --shm).
-RESTRICTED = "model-repository"
+MIN_LENGTH = protocol.ADMIN_MIN_LENGTH
+HTTP_HEADER = protocol.ADMIN_HTTP_HEADER
+GRPC_HEADER = protocol.ADMIN_GRPC_HEADER
+# Only the repository API is restricted: loading a model runs its model.py, i.e. arbitrary code. Shared-memory
+# registration stays open because local clients use it (clients.clo --shm).
+RESTRICTED = protocol.RESTRICTED_API
 
 
 class AdminKeyError(ValueError):

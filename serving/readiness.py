@@ -14,47 +14,41 @@ A pipeline that refuses for capacity counts as ready ("busy"): a 503, a full que
 timeout, or the GPT-2 engine's "overloaded" (which `/generate` reports as 400). It is serving at
 capacity, and taking a busy pod out of rotation would only push its load onto the others.
 
-Standard library only and Python 3.10, so the file is copied alone into the KServe image and runs
-as the exec readiness probe there (kserve/image/Dockerfile). Tensor names repeat builders.contract
-because of that; tests/unit/test_serving_probes.py checks they match it.
+The requests are made with the standard library (no tritonclient in the KServe image); the tensor
+names come from the contract and the answers are judged by the client library's checks, so this
+probe, the clients and the load tests agree on what a correct answer is. Run as a file (the KServe
+image's exec probe), it finds `tritonyard_contract` and `clients` beside it (the image copies them
+there) or one folder up (this repository).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import struct
 import sys
 import time
 import urllib.error
 import urllib.request
 import zlib
-from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-# name -> (datatype, shape with the batch of 1, low, high); builders.contract declares the same.
-VISION_OUTPUTS = {
-    "yolo_detections": ("FP32", [1, 300, 6], None, None),  # boxes are pixels; scores checked on their own
-    "processed_image_384_384": ("FP32", [1, 3, 384, 384], -1e-4, 1 + 1e-4),
-    "estimated_oil_pct": ("FP32", [1, 1], 0.0, 100.0),
-}
-IMAGE_INPUT = "image_bytes"
-SCORE_COLUMN = 4  # x1, y1, x2, y2, score, class
+if not __package__:  # run as a file: let it import the packages of the repository it sits in
+    sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+from clients.lib.checks import Busy, check_generation, check_vision_outputs
+from clients.lib.checks import ResponseError as NotReady
+from clients.lib.sse import read_stream
+from tritonyard_contract.protocol import is_capacity_refusal
+from tritonyard_contract.tensors import IMAGE_BYTES, PIPELINE_OUTPUTS, TEXT_INPUT, TensorSpec
+
 TEXT_PROMPT = "The oil level"
 PIPELINES = ("ensemble_jpeg", "gpt2", "gpt2_stream")
-
-
-class NotReady(Exception):
-    """A pipeline answered wrongly, or not at all."""
-
-
-CAPACITY_MESSAGES = ("Exceeds maximum queue size", "Request timeout expired", "overloaded")
-
-
-class Busy(Exception):
-    """A pipeline refused the request because its queue is full."""
+WIRE_DTYPES = {"FP32": "<f4", "FP16": "<f2", "INT32": "<i4", "INT64": "<i8", "UINT8": "u1"}
 
 
 @dataclass(frozen=True)
@@ -87,16 +81,6 @@ def probe_png(width: int = 64, height: int = 36) -> bytes:
     )
 
 
-def is_capacity_refusal(message: str) -> bool:
-    """Triton's full-queue or queue-timeout refusal, or the GPT-2 engine's backlog refusal.
-
-    `/generate` and `/generate_stream` report the engine's UNAVAILABLE as HTTP 400, so the message is
-    what tells a busy pipeline from a broken one. Same wording as clients/retry.py (this file is
-    stdlib-only, so it keeps its own copy).
-    """
-    return any(m in message for m in CAPACITY_MESSAGES)
-
-
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[dict[str, str], bytes]:
     request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
@@ -115,26 +99,26 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tup
         raise NotReady(f"no answer: {exc}") from exc
 
 
-def _values(name: str, raw: bytes, datatype: str, shape: list[int]) -> array:
-    if datatype != "FP32":
-        raise NotReady(f"{name}: datatype {datatype}, expected FP32")
-    values = array("f")
-    values.frombytes(raw)
-    if sys.byteorder != "little":
-        values.byteswap()
-    if len(values) != math.prod(shape):
-        raise NotReady(f"{name}: {len(values)} values for shape {shape}")
-    return values
+def _array(output: dict, raw: bytes, spec: TensorSpec) -> np.ndarray:
+    datatype = output.get("datatype", "")
+    if datatype != spec.datatype or datatype not in WIRE_DTYPES:
+        raise NotReady(f"{spec.name}: datatype {datatype}, expected {spec.datatype}")
+    values = np.frombuffer(raw, WIRE_DTYPES[datatype])
+    shape = output.get("shape") or []
+    if values.size != int(np.prod(shape)):
+        raise NotReady(f"{spec.name}: {values.size} values for shape {shape}")
+    return values.reshape(shape)
 
 
 def check_ensemble_jpeg(base: str, timeout: float) -> str:
     """The vision pipeline from encoded bytes; returns a short summary."""
     image = probe_png()
     blob = struct.pack("<I", len(image)) + image  # one BYTES element: length prefix, then the bytes
-    tensor = {"name": IMAGE_INPUT, "shape": [1, 1], "datatype": "BYTES", "parameters": {"binary_data_size": len(blob)}}
+    tensor = {"name": IMAGE_BYTES.name, "shape": [1, 1], "datatype": IMAGE_BYTES.datatype,
+              "parameters": {"binary_data_size": len(blob)}}  # fmt: skip
     header = {
         "inputs": [tensor],
-        "outputs": [{"name": n, "parameters": {"binary_data": True}} for n in VISION_OUTPUTS],
+        "outputs": [{"name": t.name, "parameters": {"binary_data": True}} for t in PIPELINE_OUTPUTS],
     }
     head = json.dumps(header).encode()
     headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))}
@@ -142,67 +126,39 @@ def check_ensemble_jpeg(base: str, timeout: float) -> str:
     size = {k.lower(): v for k, v in reply_headers.items()}.get("inference-header-content-length")
     meta = json.loads(body[: int(size)] if size else body)
     offset = int(size or len(body))
-    got: dict[str, array] = {}
+    specs = {t.name: t for t in PIPELINE_OUTPUTS}
+    got: dict[str, np.ndarray] = {}
     for output in meta.get("outputs", []):
         length = output.get("parameters", {}).get("binary_data_size")
         if length is None:
             raise NotReady(f"{output.get('name')}: not returned as binary data")
         raw, offset = body[offset : offset + length], offset + length
-        name = output["name"]
-        if name not in VISION_OUTPUTS:
-            continue
-        datatype, shape, low, high = VISION_OUTPUTS[name]
-        if output.get("shape") != shape:
-            raise NotReady(f"{name}: shape {output.get('shape')}, expected {shape}")
-        values = _values(name, raw, output.get("datatype", ""), shape)
-        if not math.isfinite(math.fsum(values)):
-            raise NotReady(f"{name}: NaN or Inf in the output")
-        if low is not None and not low <= min(values) <= max(values) <= high:
-            raise NotReady(f"{name}: values outside {low}..{high}: {min(values)}..{max(values)}")
-        got[name] = values
-    missing = sorted(set(VISION_OUTPUTS) - set(got))
-    if missing:
-        raise NotReady(f"outputs missing: {', '.join(missing)}")
-    scores = got["yolo_detections"][SCORE_COLUMN::6]
-    if not 0.0 <= min(scores) <= max(scores) <= 1.0:
-        raise NotReady(f"yolo_detections: scores outside 0..1: {min(scores)}..{max(scores)}")
-    return f"oil {got['estimated_oil_pct'][0]:.2f}%, {sum(1 for s in scores if s > 0)} detection(s)"
-
-
-def _check_generated(answer: dict, where: str) -> str:
-    if "error" in answer:
-        raise (Busy if is_capacity_refusal(answer["error"]) else NotReady)(f"{where}: {answer['error']}")
-    finish, completion = answer.get("finish_reason"), answer.get("completion_tokens")
-    if not isinstance(answer.get("text_output"), str) or not isinstance(answer.get("prompt_tokens"), int):
-        raise NotReady(f"{where}: no text_output/prompt_tokens in {sorted(answer)}")
-    if answer["prompt_tokens"] < 1 or not (
-        (finish == "length" and completion == 1) or (finish == "stop" and completion in (0, 1))
-    ):
-        raise NotReady(f"{where}: finish_reason {finish!r} with {completion!r} token(s) for max_tokens 1")
-    return f"{completion} token ({finish})"
+        if output["name"] in specs:
+            got[output["name"]] = _array(output, raw, specs[output["name"]])
+    check_vision_outputs(got)
+    detections, oil = got[PIPELINE_OUTPUTS[0].name], got[PIPELINE_OUTPUTS[2].name]
+    return f"oil {float(oil.reshape(-1)[0]):.2f}%, {int((detections[..., 4] > 0).sum())} detection(s)"
 
 
 def check_gpt2(base: str, timeout: float) -> str:
     """One token through tokenizer, generation loop and detokenizer."""
-    body = json.dumps({"text_input": TEXT_PROMPT, "max_tokens": 1}).encode()
+    body = json.dumps({TEXT_INPUT.name: TEXT_PROMPT, "max_tokens": 1}).encode()
     _, reply = _post(f"{base}/v2/models/gpt2/generate", body, {"Content-Type": "application/json"}, timeout)
-    return _check_generated(json.loads(reply), "gpt2")
+    return check_generation(json.loads(reply), max_tokens=1, where="gpt2")
 
 
 def check_gpt2_stream(base: str, timeout: float) -> str:
     """The decoupled model through server-sent events."""
-    body = json.dumps({"text_input": TEXT_PROMPT, "max_tokens": 1}).encode()
+    body = json.dumps({TEXT_INPUT.name: TEXT_PROMPT, "max_tokens": 1}).encode()
     url = f"{base}/v2/models/gpt2_stream/generate_stream"
     _, reply = _post(url, body, {"Content-Type": "application/json"}, timeout)
-    events = [json.loads(line[5:]) for line in reply.decode(errors="replace").splitlines() if line.startswith("data:")]
-    if not events:
-        raise NotReady("gpt2_stream: no events")
-    errors = [e["error"] for e in events if "error" in e]
-    if errors:
-        raise (Busy if is_capacity_refusal(errors[0]) else NotReady)(f"gpt2_stream: {errors[0]}")
-    last = dict(events[-1])
-    last["text_output"] = "".join(e.get("text_output", "") for e in events)
-    return _check_generated(last, "gpt2_stream")
+    try:
+        gen = read_stream(reply.splitlines(keepends=True), start=0.0, require_text=False)
+    except NotReady as exc:
+        raise type(exc)(f"gpt2_stream: {exc}") from exc
+    answer = {"text_output": gen.text, "finish_reason": gen.finish_reason, "prompt_tokens": gen.prompt_tokens,
+              "completion_tokens": gen.completion_tokens}  # fmt: skip
+    return check_generation(answer, max_tokens=1, where="gpt2_stream")
 
 
 CHECKS: dict[str, Callable[[str, float], str]] = {
@@ -229,7 +185,7 @@ def check(url: str, pipelines: tuple[str, ...] = PIPELINES, timeout: float = 20.
         except Busy as exc:
             notes.append(f"{name} busy ({exc})")
             continue
-        except (NotReady, ValueError, KeyError, struct.error) as exc:
+        except (NotReady, ValueError, KeyError, struct.error) as exc:  # Busy is caught above
             return Result(False, f"not ready: {name}: {exc}")
         notes.append(f"{name} {summary} in {time.monotonic() - started:.2f}s")
     return Result(True, "ready: " + "; ".join(notes))

@@ -14,7 +14,8 @@ version is READY and no live stub has taken its instance's place, is dead. A stu
 because an admin unloaded or replaced the model is left alone (the index no longer says READY, or
 a new stub of the same instance is running).
 
-Standard library only, so the file can also run on its own next to a tritonserver (a container):
+The standard library and the contract package only, so the file can also run on its own next to a
+tritonserver (a container, with `tritonyard_contract/` copied beside it):
     python3 supervisor.py --url 127.0.0.1:8000 --server-pid PID   # key from $TRITON_ADMIN_KEY
 """
 
@@ -32,9 +33,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+if not __package__:  # run as a file: let it import the contract of the repository it sits in
+    sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+from tritonyard_contract.protocol import ADMIN_HTTP_HEADER as HTTP_HEADER
+from tritonyard_contract.protocol import ADMIN_KEY_ENV as ENV_KEY
+
 STUB_NAME = "triton_python_backend_stub"
-HTTP_HEADER = "admin-key"  # adminkey.HTTP_HEADER; repeated because this file must run on its own
-ENV_KEY = "TRITON_ADMIN_KEY"
 MAX_BACKOFF = 60.0
 MAX_ATTEMPTS = 6
 

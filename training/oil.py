@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from builders.contract import CROP_SIZE, DET_LETTERBOX, MAX_DETECTIONS
-from builders.nets.efficientnet_v2 import OilLevelRegressor
+from builders.nets.efficientnet_v2 import EfficientNetV2S, OilLevelRegressor, StochasticDepth
 from builders.nets.frame_ops import CropBestBoxU8, LetterboxFrameU8
 from builders.nets.yolo import build_yolov8, reference_nms
 from training.dataset import Frame, read_manifest
 from training.scenes import iou
+from tritonyard_contract import CROP_SIZE, DET_LETTERBOX, MAX_DETECTIONS
 
 log = logging.getLogger("tritonyard.train")
 MATCH_IOU = 0.5
@@ -37,9 +37,10 @@ class OilRecipe:
 
     Steps, not epochs: one step at 384 costs 9 at 128 on this CPU, so the budget is set per stage."""
 
-    stages: tuple[tuple[int, int], ...] = ((128, 190), (192, 60), (384, 12))  # (crop side, optimizer steps)
+    stages: tuple[tuple[int, int], ...] = ((128, 500), (192, 80), (384, 12))  # (crop side, optimizer steps)
+    recalibrate: int = 256  # crops whose 384 px statistics replace BatchNorm's running ones at the end (FixRes)
     batch: int = 16
-    lr: float = 2e-3
+    lr: float = 1e-3
     weight_decay: float = 0.05
     jitter_copies: int = 1  # jittered labelled boxes per oiler, beside the detected box
     seed: int = 0
@@ -141,6 +142,11 @@ def train(crops: np.ndarray, levels: np.ndarray, recipe: OilRecipe) -> OilLevelR
     torch.manual_seed(recipe.seed)
     gen = torch.Generator().manual_seed(recipe.seed)
     model = OilLevelRegressor().train()
+    # No stochastic depth or dropout: regularisers for long ImageNet schedules that slow a short one down.
+    # They only act in training mode, so the exported (eval) graph is the same either way.
+    for m in model.modules():
+        if isinstance(m, StochasticDepth | torch.nn.Dropout):
+            m.p = 0.0
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     total = sum(n for _, n in recipe.stages)
     warmup = min(30, total // 10)
@@ -160,24 +166,42 @@ def train(crops: np.ndarray, levels: np.ndarray, recipe: OilRecipe) -> OilLevelR
             idx, order = order[: recipe.batch], order[recipe.batch :]
             x = torch.from_numpy(crops[idx.numpy()]).float() / 255
             x = _resize(_augment(x, gen), side)
-            pred = model(x)[:, 0] / 100
-            loss = F.smooth_l1_loss(pred, target_all[idx], beta=0.05)
+            # Cross-entropy on the logit under the served sigmoid: its gradient (p - level) never vanishes, where
+            # an L1/L2 loss on sigmoid*100 stalls once the sigmoid saturates (what a from-scratch start does).
+            logits = EfficientNetV2S.forward(model, (x - model.mean) / model.std)[:, 0]
+            loss = F.binary_cross_entropy_with_logits(logits, target_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             step += 1
-            losses.append(loss.item())
+            losses.append(100 * (torch.sigmoid(logits) - target_all[idx]).abs().mean().item())
             if step % 20 == 0 or step == total:
                 log.info(
-                    "  oil regressor: %dpx, step %d/%d, loss %.4f (%.0fs)",
+                    "  oil regressor: %dpx, step %d/%d, training error %.1f points (%.0fs)",
                     side,
                     step,
                     total,
                     float(np.mean(losses[-20:])),
                     time.perf_counter() - start,
                 )
+    _recalibrate_batchnorm(model, crops[: recipe.recalibrate], recipe.batch)
     return model.eval()
+
+
+@torch.no_grad()
+def _recalibrate_batchnorm(model: OilLevelRegressor, crops: np.ndarray, batch: int) -> None:
+    """BatchNorm's running statistics measured afresh at the served 384 px: most steps ran on smaller crops,
+    whose activation statistics differ (Touvron et al., FixRes). Forward passes only; no weight changes."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over every batch below
+    model.train()
+    for i in range(0, len(crops), batch):
+        model(torch.from_numpy(crops[i : i + batch]).float() / 255)
+    for bn in norms:
+        bn.momentum = 0.1
 
 
 @torch.no_grad()

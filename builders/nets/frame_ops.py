@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from builders.contract import CROP_SIZE, DET_LETTERBOX, DET_SIZE, FRAME_H, FRAME_W, PAD_VALUE
+from tritonyard_contract import CROP_SIZE, DET_LETTERBOX, DET_SIZE, FRAME_H, FRAME_W, PAD_VALUE
 
 
 class LetterboxFrame(nn.Module):

@@ -18,7 +18,8 @@ import onnxruntime as ort
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from builders.contract import EOS_TOKEN
+from tritonyard_contract import EOS_TOKEN, past_names, present_names
+from tritonyard_contract.onnx_session import cpu_session
 
 
 def _hide_unimportable_torchvision() -> None:
@@ -89,11 +90,11 @@ class Gpt2Dims:
 
     @property
     def past_names(self) -> list[str]:
-        return [f"past_key_values.{i}.{kv}" for i in range(self.n_layer) for kv in ("key", "value")]
+        return past_names(self.n_layer)
 
     @property
     def present_names(self) -> list[str]:
-        return [f"present.{i}.{kv}" for i in range(self.n_layer) for kv in ("key", "value")]
+        return present_names(self.n_layer)
 
 
 # --- tokenizer ---
@@ -201,15 +202,8 @@ def empty_past(dims: Gpt2Dims, batch: int) -> dict[str, np.ndarray]:
 
 
 def session(path: Path | str | bytes, threads: int = 2) -> ort.InferenceSession:
-    """A CPU onnxruntime session like the served one (fixed threads, no spinning)."""
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(
-        path if isinstance(path, bytes) else str(path), opts, providers=["CPUExecutionProvider"]
-    )
+    """A CPU onnxruntime session like the served one (fixed threads, no spinning), logging errors only."""
+    return cpu_session(path, threads, quiet=True)
 
 
 def greedy_onnx(

@@ -14,6 +14,7 @@ import torch
 from onnx import TensorProto, compose, helper, numpy_helper
 
 from builders.errors import BuildError
+from tritonyard_contract.onnx_session import cpu_session
 
 # ultralytics reads these at import time; without them it tries to download fonts/weights and write to ~/.config.
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -237,9 +238,7 @@ def _dims(info: onnx.ValueInfoProto) -> list[int | None]:
 
 
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return cpu_session(model.SerializeToString(), threads=None, quiet=True)
 
 
 def output_shape(model: onnx.ModelProto, label: str = "the model") -> tuple[int, ...]:

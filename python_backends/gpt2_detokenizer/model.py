@@ -8,9 +8,10 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from detok import IncrementalDecoder
 from tokenizers import Tokenizer
+from tritonyard_contract.tensors import INPUT_IDS, TEXT_OUTPUT
 
 TOKENIZER_FILE = "tokenizer.json"
-INPUT, OUTPUT = "input_ids", "text_output"
+INPUT, OUTPUT = INPUT_IDS.name, TEXT_OUTPUT.name
 
 
 class TritonPythonModel:

@@ -17,6 +17,8 @@ import numpy as np
 from detok import IncrementalDecoder, StopText
 from sampling import SamplingParams, choose
 
+from tritonyard_contract.tensors import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS, past_names, present_names
+
 Run = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
@@ -44,8 +46,7 @@ class Sequence:
 
 @dataclass(frozen=True)
 class Shape:
-    """Decoder geometry from the config. The tensor names repeat the builder's contract on purpose:
-    a model ships on its own and never imports the project."""
+    """Decoder geometry from the config; the cache tensors are named as the contract says."""
 
     n_layer: int
     n_head: int
@@ -54,11 +55,11 @@ class Shape:
 
     @property
     def past_names(self) -> list[str]:
-        return [f"past_key_values.{i}.{kv}" for i in range(self.n_layer) for kv in ("key", "value")]
+        return past_names(self.n_layer)
 
     @property
     def present_names(self) -> list[str]:
-        return [f"present.{i}.{kv}" for i in range(self.n_layer) for kv in ("key", "value")]
+        return present_names(self.n_layer)
 
 
 def left_pad(x: np.ndarray, width: int, axis: int) -> np.ndarray:
@@ -168,11 +169,16 @@ class Engine:
         ids = np.stack([left_pad(np.array(s.prompt, np.int64), width, 0) for s in seqs])
         mask = np.stack([left_pad(np.ones(len(s.prompt), np.int64), width, 0) for s in seqs])
         positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
-        out = self.run(
-            {"input_ids": ids, "attention_mask": mask, "position_ids": positions, **self._empty_past(len(seqs))}
-        )
+        feeds = {INPUT_IDS.name: ids, ATTENTION_MASK.name: mask, POSITION_IDS.name: positions}
+        try:
+            out = self.run({**feeds, **self._empty_past(len(seqs))})
+        except Exception as exc:  # noqa: BLE001 - these never joined the batch, so the loop's handler misses them
+            self.log(f"prefill failed: {exc}")
+            for seq in seqs:
+                seq.sink.fail(f"generation failed: {exc}")
+            return
         past = [out[n] for n in self.shape.present_names]
-        keep = self._advance(seqs, out["logits"][:, -1, :])
+        keep = self._advance(seqs, out[LOGITS][:, -1, :])
         self.batch.join([seqs[i] for i in keep], [p[keep] for p in past], mask[keep])
 
     def _step(self) -> None:
@@ -180,11 +186,11 @@ class Engine:
         last = np.array([[s.generated[-1]] for s in batch.seqs], np.int64)
         positions = batch.mask.sum(axis=1, keepdims=True)
         mask = np.concatenate([batch.mask, np.ones((len(batch.seqs), 1), np.int64)], axis=1)
-        feeds = {"input_ids": last, "attention_mask": mask, "position_ids": positions}
+        feeds = {INPUT_IDS.name: last, ATTENTION_MASK.name: mask, POSITION_IDS.name: positions}
         feeds.update(zip(self.shape.past_names, batch.past))
         out = self.run(feeds)
         batch.past, batch.mask = [out[n] for n in self.shape.present_names], mask
-        keep = self._advance(batch.seqs, out["logits"][:, -1, :])
+        keep = self._advance(batch.seqs, out[LOGITS][:, -1, :])
         if len(keep) < len(batch.seqs):
             batch.drop(keep)
 

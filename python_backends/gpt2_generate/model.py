@@ -16,6 +16,19 @@ from detok import IncrementalDecoder, StopText
 from engine import Engine, Sequence, Shape, Sink
 from sampling import SamplingParams
 from tokenizers import Tokenizer
+from tritonyard_contract.onnx_session import MODEL_FILE, cpu_session
+from tritonyard_contract.params import ModelParams, param
+from tritonyard_contract.protocol import overloaded_message
+from tritonyard_contract.tensors import (
+    COMPLETION_TOKENS,
+    FINISH_REASON,
+    LOGITS,
+    PROMPT_TOKENS,
+    STOP,
+    TEXT_INPUT,
+    TEXT_OUTPUT,
+    present_names,
+)
 
 TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_MAX_TOKENS = 16
@@ -27,39 +40,21 @@ FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
 @dataclass(frozen=True)
-class Params:
+class Params(ModelParams):
     """The model's `parameters` from config.pbtxt, read once."""
 
-    decoder_model: str
-    decoder_mode: str  # in_process (cpu: our own onnxruntime session) or bls (gpu: the decoder model)
     n_layer: int
     n_head: int
     head_dim: int
     n_positions: int
     eos_token_id: int
-    max_slots: int
-    intra_op_threads: int
-    max_pending: int  # requests waiting for a slot; more are refused with UNAVAILABLE
-    max_prompt_bytes: int  # longer prompts are refused before tokenizing
-
-    @classmethod
-    def from_config(cls, config: dict) -> "Params":
-        raw = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        ints = ("n_layer", "n_head", "head_dim", "n_positions", "eos_token_id", "max_slots")
-        params = cls(
-            decoder_model=raw.get("decoder_model", "gpt2_decoder"),
-            decoder_mode=raw.get("decoder_mode", "in_process"),
-            intra_op_threads=int(raw.get("intra_op_threads", "2")),
-            max_pending=int(raw.get("max_pending", DEFAULT_MAX_PENDING)),
-            max_prompt_bytes=int(raw.get("max_prompt_bytes", DEFAULT_MAX_PROMPT_BYTES)),
-            **{k: int(raw[k]) for k in ints},
-        )
-        if params.decoder_mode not in ("in_process", "bls"):
-            raise ValueError(f"decoder_mode must be in_process or bls, got {params.decoder_mode!r}")
-        for name in ("max_slots", "max_pending", "max_prompt_bytes"):
-            if getattr(params, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(params, name)}")
-        return params
+    max_slots: int = param(minimum=1)
+    decoder_model: str = "gpt2_decoder"
+    # in_process (cpu: our own onnxruntime session) or bls (gpu: the decoder model)
+    decoder_mode: str = param("in_process", choices=("in_process", "bls"))
+    intra_op_threads: int = param(2, minimum=1)
+    max_pending: int = param(DEFAULT_MAX_PENDING, minimum=1)  # requests waiting for a slot; more get UNAVAILABLE
+    max_prompt_bytes: int = param(DEFAULT_MAX_PROMPT_BYTES, minimum=1)  # longer prompts are refused before tokenizing
 
 
 class BadRequest(ValueError):
@@ -94,10 +89,10 @@ class TritonSink(Sink):
     def _response(self, text: str, reason: str, completion: int):
         return pb_utils.InferenceResponse(
             [
-                pb_utils.Tensor("text_output", np.array([[text.encode()]], dtype=np.object_)),
-                pb_utils.Tensor("finish_reason", np.array([[reason.encode()]], dtype=np.object_)),
-                pb_utils.Tensor("prompt_tokens", np.array([[self.prompt_tokens]], np.int32)),
-                pb_utils.Tensor("completion_tokens", np.array([[completion]], np.int32)),
+                pb_utils.Tensor(TEXT_OUTPUT.name, np.array([[text.encode()]], dtype=np.object_)),
+                pb_utils.Tensor(FINISH_REASON.name, np.array([[reason.encode()]], dtype=np.object_)),
+                pb_utils.Tensor(PROMPT_TOKENS.name, np.array([[self.prompt_tokens]], np.int32)),
+                pb_utils.Tensor(COMPLETION_TOKENS.name, np.array([[completion]], np.int32)),
             ]
         )
 
@@ -140,20 +135,13 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(f"{args['model_name']}: {p}, streaming={self.streaming}")
 
     def _in_process(self, repository: Path):
-        import onnxruntime as ort
-
-        ort.disable_telemetry_events()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.params.intra_op_threads
-        opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        path = repository / self.params.decoder_model / "1" / "model.onnx"
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        path = repository / self.params.decoder_model / "1" / MODEL_FILE
+        self.session = cpu_session(path, self.params.intra_op_threads)
         names = [o.name for o in self.session.get_outputs()]
         return lambda feeds: dict(zip(names, self.session.run(names, feeds)))
 
     def _bls(self, feeds: dict) -> dict:
-        names = ["logits"] + [f"present.{i}.{kv}" for i in range(self.params.n_layer) for kv in ("key", "value")]
+        names = [LOGITS, *present_names(self.params.n_layer)]
         request = pb_utils.InferenceRequest(
             model_name=self.params.decoder_model,
             inputs=[pb_utils.Tensor(n, a) for n, a in feeds.items()],
@@ -175,17 +163,13 @@ class TritonPythonModel:
                 continue
             if not self.engine.submit(seq):
                 # Triton's queue never fills here (execute returns at once), so the engine bounds itself.
-                _refuse(
-                    request,
-                    f"{self.name}: overloaded, {self.params.max_pending} requests already wait for a generation "
-                    "slot; retry later",
-                    pb_utils.TritonError.UNAVAILABLE,
-                )
+                message = overloaded_message(self.name, self.params.max_pending)
+                _refuse(request, message, pb_utils.TritonError.UNAVAILABLE)
         return None
 
     def _sequence(self, request) -> Sequence:
         p = self.params
-        raw = _scalar(request, "text_input", None)
+        raw = _scalar(request, TEXT_INPUT.name, None)
         if raw is None:  # optional inputs exist, so Triton does not enforce the required one itself
             raise BadRequest("text_input: is required")
         if len(raw) > p.max_prompt_bytes:  # before decoding and tokenizing: a huge prompt costs nothing
@@ -224,7 +208,7 @@ class TritonPythonModel:
 
     @staticmethod
     def _stops(request) -> list[str]:
-        tensor = pb_utils.get_input_tensor_by_name(request, "stop")
+        tensor = pb_utils.get_input_tensor_by_name(request, STOP.name)
         if tensor is None:
             return []
         values = tensor.as_numpy().reshape(-1)

@@ -7,25 +7,19 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
+from tritonyard_contract.params import ModelParams, param
+from tritonyard_contract.tensors import INPUT_IDS, TEXT_INPUT
 
 TOKENIZER_FILE = "tokenizer.json"
-INPUT, OUTPUT = "text_input", "input_ids"
+INPUT, OUTPUT = TEXT_INPUT.name, INPUT_IDS.name
 DEFAULT_MAX_PROMPT_BYTES = 32 * 1024
 
 
 @dataclass(frozen=True)
-class Params:
+class Params(ModelParams):
     """The model's `parameters` from config.pbtxt, read once."""
 
-    max_prompt_bytes: int
-
-    @classmethod
-    def from_config(cls, config: dict) -> "Params":
-        raw = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        params = cls(max_prompt_bytes=int(raw.get("max_prompt_bytes", DEFAULT_MAX_PROMPT_BYTES)))
-        if params.max_prompt_bytes < 1:
-            raise ValueError(f"max_prompt_bytes must be positive, got {params.max_prompt_bytes}")
-        return params
+    max_prompt_bytes: int = param(DEFAULT_MAX_PROMPT_BYTES, minimum=1)
 
 
 class TritonPythonModel:

@@ -1,8 +1,8 @@
-"""Decode an encoded image and fit it into the pipeline's 3840x2160 frame (UINT8 HWC or FP32 CHW).
+"""Decode an encoded image and letterbox it into the pipeline's 3840x2160 UINT8 HWC frame (server side).
 
-Shipped beside image_decoder's model.py, and imported by the CLO client, so a frame decoded
-client-side for `ensemble` is bit-identical to the one `ensemble_jpeg` decodes server-side.
-Only the stdlib, numpy and Pillow are used.
+Shipped beside image_decoder's model.py with the contract package, whose geometry places the image:
+the CLO client letterboxes with the same geometry (clients/lib/images.py), so a frame it decodes for
+`ensemble` is bit-identical to the one `ensemble_jpeg` decodes here. Only the stdlib, numpy and Pillow.
 """
 
 from __future__ import annotations
@@ -13,21 +13,14 @@ import warnings
 import numpy as np
 from PIL import Image
 
-FRAME_W, FRAME_H = 3840, 2160
-PAD_VALUE = 114  # letterbox gray, as ultralytics pads
+from tritonyard_contract.geometry import FRAME_H, FRAME_W, frame_letterbox, place_in_frame
+
 ALLOWED_FORMATS = ("JPEG", "PNG")
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
 class ImageError(ValueError):
     """The bytes are not an image this pipeline accepts; the message says why."""
-
-
-def fit_geometry(width: int, height: int) -> tuple[float, int, int, int, int]:
-    """Scale and centred padding that fit width x height into the frame: (scale, pad_x, pad_y, new_w, new_h)."""
-    scale = min(FRAME_W / width, FRAME_H / height)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    return scale, (FRAME_W - new_w) // 2, (FRAME_H - new_h) // 2, new_w, new_h
 
 
 def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
@@ -63,15 +56,7 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
 
 def to_frame_u8(img: Image.Image) -> np.ndarray:
     """Letterbox an RGB image into the UINT8 [2160, 3840, 3] (HWC) frame that ensemble_jpeg carries."""
-    if img.size != (FRAME_W, FRAME_H):
-        _, pad_x, pad_y, new_w, new_h = fit_geometry(*img.size)
-        canvas = Image.new("RGB", (FRAME_W, FRAME_H), (PAD_VALUE,) * 3)
-        canvas.paste(img.resize((new_w, new_h), Image.Resampling.BILINEAR), (pad_x, pad_y))
-        img = canvas
-    return np.asarray(img)
-
-
-def to_frame(img: Image.Image) -> np.ndarray:
-    """Letterbox an RGB image into the FP32 [3, 2160, 3840] frame with pixel values 0..255."""
-    # uint8 HWC -> CHW view -> one float32 copy in C order (a 4K frame is 99.5 MB: copy it once).
-    return to_frame_u8(img).transpose(2, 0, 1).astype(np.float32, order="C")
+    if img.size == (FRAME_W, FRAME_H):
+        return np.asarray(img)
+    box = frame_letterbox(*img.size)
+    return place_in_frame(np.asarray(img.resize((box.new_w, box.new_h), Image.Resampling.BILINEAR)), box)

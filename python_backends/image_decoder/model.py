@@ -11,27 +11,21 @@ from dataclasses import dataclass
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from frames import ImageError, decode, to_frame_u8
+from tritonyard_contract.params import ModelParams, param
+from tritonyard_contract.tensors import FRAME_U8, IMAGE_BYTES
 
-INPUT = "image_bytes"
-OUTPUT = "decoded_image_3840_2160"
+INPUT = IMAGE_BYTES.name
+OUTPUT = FRAME_U8.name
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 7680 * 4320  # 8K: anything larger is a bomb, not a camera frame
 
 
 @dataclass(frozen=True)
-class Params:
+class Params(ModelParams):
     """Input caps from config.pbtxt `parameters`, read once."""
 
-    max_bytes: int
-    max_pixels: int
-
-    @classmethod
-    def from_config(cls, config: dict) -> "Params":
-        raw = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        params = cls(int(raw.get("max_bytes", DEFAULT_MAX_BYTES)), int(raw.get("max_pixels", DEFAULT_MAX_PIXELS)))
-        if params.max_bytes < 1 or params.max_pixels < 1:
-            raise ValueError(f"caps must be positive: {params}")
-        return params
+    max_bytes: int = param(DEFAULT_MAX_BYTES, minimum=1)
+    max_pixels: int = param(DEFAULT_MAX_PIXELS, minimum=1)
 
 
 class TritonPythonModel:

@@ -9,44 +9,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+from tritonyard_contract.onnx_session import MODEL_FILE, cpu_session
+from tritonyard_contract.params import ModelParams, param
+from tritonyard_contract.tensors import OutputCheck
 
-MODEL_FILE = "model.onnx"
 DEFAULT_INTRA_OP_THREADS = 2
 
 
-@dataclass(frozen=True)
-class OutputCheck:
-    """An output that must stay finite and within [low, high]; otherwise input `blame` was bad."""
-
-    output: str
-    low: float
-    high: float
-    blame: str
-    meaning: str
-
-    def violated(self, value: np.ndarray) -> bool:
-        # NaN fails both comparisons, so `not (a and b)` catches it with the range in one pass each.
-        return value.size > 0 and not (value.min() >= self.low and value.max() <= self.high)
+def _output_checks(text: str) -> tuple:
+    return tuple(OutputCheck(**c) for c in json.loads(text))
 
 
 @dataclass(frozen=True)
-class Params:
+class Params(ModelParams):
     """The model's `parameters` from config.pbtxt, read once."""
 
-    intra_op_threads: int
-    concat_batch: bool
-    output_checks: tuple[OutputCheck, ...]
-
-    @classmethod
-    def from_config(cls, config: dict) -> "Params":
-        raw = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        threads = int(raw.get("intra_op_threads", DEFAULT_INTRA_OP_THREADS))
-        if threads < 1:
-            raise ValueError(f"intra_op_threads must be >= 1, got {threads}")
-        checks = tuple(OutputCheck(**c) for c in json.loads(raw.get("output_checks", "[]")))
-        return cls(threads, raw.get("concat_batch", "true").lower() == "true", checks)
+    intra_op_threads: int = param(DEFAULT_INTRA_OP_THREADS, minimum=1)
+    concat_batch: bool = True
+    output_checks: tuple = param((), parse=_output_checks)
 
 
 class TritonPythonModel:
@@ -58,15 +39,8 @@ class TritonPythonModel:
         self.params = Params.from_config(config)
         self.inputs = [t["name"] for t in config["input"]]
         self.outputs = [t["name"] for t in config["output"]]
-        ort.disable_telemetry_events()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.params.intra_op_threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Idle spinning threads steal the cores the next pipeline step needs.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         path = Path(args["model_repository"]) / args["model_version"] / MODEL_FILE
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, self.params.intra_op_threads)
         pb_utils.Logger.log_info(f"{self.name}: loaded {path.name} with {self.params}")
 
     def execute(self, requests: list) -> list:

@@ -18,13 +18,10 @@ from typing import TypeVar
 
 from tritonclient.utils import InferenceServerException
 
+from tritonyard_contract.protocol import UNAVAILABLE_STATUSES, is_capacity_refusal
+
 log = logging.getLogger("tritonyard.client")
 T = TypeVar("T")
-
-UNAVAILABLE_STATUSES = frozenset({"503", "StatusCode.UNAVAILABLE"})  # tritonclient http / grpc `status()`
-# A gRPC stream reports a request's error as a message with no status code, so match the server's words:
-# Triton's queue full / queue timeout, and gpt2_generate's pending limit.
-UNAVAILABLE_MESSAGES = ("Exceeds maximum queue size", "Request timeout expired", "overloaded")
 
 
 @dataclass(frozen=True)
@@ -57,7 +54,8 @@ def is_unavailable(exc: InferenceServerException) -> bool:
     status = exc.status()
     if status is not None:
         return str(status) in UNAVAILABLE_STATUSES
-    return any(m in (exc.message() or "") for m in UNAVAILABLE_MESSAGES)
+    # A gRPC stream reports a request's error as a message with no status code: match the server's words.
+    return is_capacity_refusal(exc.message() or "")
 
 
 def call(

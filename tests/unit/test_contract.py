@@ -1,0 +1,64 @@
+"""tritonyard_contract on its own: typed model parameters, tensor dtypes, the frame placement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tritonyard_contract import FRAME, IMAGE_BYTES, SEED, frame_letterbox, place_in_frame
+from tritonyard_contract.params import ModelParams, param
+
+
+@dataclass(frozen=True)
+class Params(ModelParams):
+    n_layer: int
+    threads: int = param(2, minimum=1)
+    mode: str = param("in_process", choices=("in_process", "bls"))
+    concat: bool = True
+    scale: float = 0.5
+    names: tuple = param((), parse=lambda text: tuple(text.split(",")))
+
+
+def config(**values: str) -> dict:
+    return {"parameters": {k: {"string_value": v} for k, v in values.items()}}
+
+
+def test_params_read_every_field_by_its_type_when_given() -> None:
+    got = Params.from_config(config(n_layer="12", threads="4", mode="bls", concat="FALSE", scale="0.25", names="a,b"))
+    assert got == Params(12, 4, "bls", False, 0.25, ("a", "b"))
+    assert Params.from_config(config(n_layer="2", other="ignored")) == Params(2)
+
+
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({}, "parameter n_layer is required"),
+        ({"n_layer": "x"}, "parameter n_layer: cannot read 'x'"),
+        ({"n_layer": "1", "threads": "0"}, "parameter threads must be positive, got 0"),
+        ({"n_layer": "1", "mode": "gpu"}, "parameter mode must be one of in_process, bls, got 'gpu'"),
+        ({"n_layer": "1", "concat": "yes"}, "parameter concat: cannot read 'yes'"),
+    ],
+)
+def test_params_refuse_with_the_parameter_named_when_a_value_is_wrong(values: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Params.from_config(config(**values))
+
+
+def test_tensor_specs_give_wire_and_numpy_dtypes() -> None:
+    assert (FRAME.datatype, FRAME.np_dtype) == ("FP32", np.float32)
+    assert (IMAGE_BYTES.datatype, IMAGE_BYTES.np_dtype) == ("BYTES", np.object_)
+    assert (SEED.datatype, SEED.np_dtype) == ("UINT64", np.uint64)
+
+
+def test_place_in_frame_equals_pasting_onto_a_gray_canvas() -> None:
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 61, 3), dtype=np.uint8))
+    box = frame_letterbox(*image.size)
+    resized = image.resize((box.new_w, box.new_h), Image.Resampling.BILINEAR)
+    canvas = Image.new("RGB", (3840, 2160), (114, 114, 114))
+    canvas.paste(resized, (box.pad_x, box.pad_y))
+    np.testing.assert_array_equal(place_in_frame(np.asarray(resized), box), np.asarray(canvas))
+    with pytest.raises(ValueError, match="letterbox needs"):
+        place_in_frame(np.zeros((2, 2, 3), np.uint8), box)
