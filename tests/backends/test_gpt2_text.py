@@ -1,25 +1,18 @@
-"""gpt2_generate's pure pieces (streaming detokenization, stop strings, sampling, the engine's pending
-bound) and the input limits of the gpt2 and gpt2_tokenizer models, through the stubbed pb_utils."""
+"""gpt2_generate's pure pieces: streaming detokenization, stop strings, sampling, batching caches and the
+engine's pending bound. The models themselves (limits, BLS, streaming): tests/backends/test_gpt2_models.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import threading
-import types
-from pathlib import Path
 
 import numpy as np
 import pytest
-from google.protobuf import json_format
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from builders import gpt2
-from builders.triton_config import model_config
-from tests.backends import pb_utils_stub
-from tests.backends.pb_utils_stub import BACKENDS, Request, TritonError, load_model
+from tests.conftest import ROOT
 
-sys.path.insert(0, str(BACKENDS / "gpt2_generate"))
+sys.path.insert(0, str(ROOT / "python_backends" / "gpt2_generate"))  # the pure modules, imported as the model does
 from detok import IncrementalDecoder, StopText
 from engine import Batch, Engine, Sequence, Shape, Sink, left_pad
 from sampling import SamplingParams, choose
@@ -138,126 +131,3 @@ def test_engine_refuses_sequences_when_max_pending_already_wait(tokenizer) -> No
     finally:
         release.set()
         engine.close()
-
-
-# --- input limits of the gpt2 and gpt2_tokenizer models ---
-
-
-class SenderRequest(Request):
-    """A request as the generate model sees it: answered through its response sender."""
-
-    def __init__(self, **inputs: np.ndarray) -> None:
-        super().__init__(**inputs)
-        self.sent: list = []
-
-    def get_response_sender(self):
-        return self
-
-    def send(self, response=None, flags: int = 0) -> None:
-        self.sent.append(response)
-
-    def is_cancelled(self) -> bool:
-        return False
-
-
-def text(value: bytes) -> np.ndarray:
-    return np.array([[value]], dtype=np.object_)
-
-
-def config_of(name: str, cfg: gpt2.Gpt2Config) -> dict:
-    """The model's config as the builder writes it, in the dict form the stub hands initialize()."""
-    spec = next(s for s in gpt2.specs(cfg) if s.name == name)
-    return json_format.MessageToDict(model_config(spec, cfg.target), preserving_proto_field_name=True)
-
-
-@pytest.fixture()
-def version_dir(tmp_path: Path, tokenizer: Tokenizer) -> Path:
-    folder = tmp_path / "1"
-    folder.mkdir()
-    tokenizer.save(str(folder / "tokenizer.json"))
-    return folder
-
-
-@pytest.fixture()
-def generate_module(monkeypatch: pytest.MonkeyPatch):
-    """gpt2_generate's model.py imported against the stub, plus the two names only it uses."""
-    stub = types.ModuleType("triton_python_backend_utils")
-    for name in ("TritonError", "Tensor", "InferenceResponse", "Logger", "get_input_tensor_by_name"):
-        setattr(stub, name, getattr(pb_utils_stub, name))
-    stub.TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", stub)
-    spec = importlib.util.spec_from_file_location("gpt2_generate_model", BACKENDS / "gpt2_generate" / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-class FullEngine:
-    """An engine whose pending queue is full."""
-
-    def submit(self, seq) -> bool:
-        return False
-
-
-class NoTokenizer:
-    def encode(self, text: str):
-        raise AssertionError("an oversized prompt must be refused before tokenizing")
-
-
-def generate_model(module, cfg: gpt2.Gpt2Config):
-    """The model with its parameters from the builder's config, without starting a decoder."""
-    model = module.TritonPythonModel()
-    model.params = module.Params.from_config(config_of("gpt2", cfg))
-    model.name, model.streaming, model.tokenizer, model.engine = "gpt2", False, NoTokenizer(), FullEngine()
-    return model
-
-
-def test_tokenizer_refuses_prompt_when_it_is_above_max_prompt_bytes(version_dir: Path) -> None:
-    config = config_of("gpt2_tokenizer", gpt2.Gpt2Config(max_prompt_bytes=64))
-    model = load_model("gpt2_tokenizer", config, version_dir)
-    ok, big, bad = model.execute(
-        [Request(text_input=text(b"x" * 64)), Request(text_input=text(b"x" * 65)), Request(text_input=text(b"\xff"))]
-    )
-    assert not ok.has_error() and ok.output("input_ids").shape[0] == 1
-    assert big.error.code() == TritonError.INVALID_ARG
-    assert big.error.message() == "text_input: 65 bytes, above the limit of 64"
-    assert bad.error.message() == "text_input: is not valid UTF-8"
-
-
-def test_tokenizer_refuses_to_start_when_max_prompt_bytes_is_not_positive(version_dir: Path) -> None:
-    config = {"input": [], "output": [], "parameters": {"max_prompt_bytes": {"string_value": "0"}}}
-    with pytest.raises(ValueError, match="max_prompt_bytes"):
-        load_model("gpt2_tokenizer", config, version_dir)
-
-
-def test_generate_params_read_limits_when_config_has_them_or_not(generate_module) -> None:
-    params = generate_module.Params.from_config(config_of("gpt2", gpt2.Gpt2Config(max_pending=3, max_prompt_bytes=9)))
-    assert (params.max_pending, params.max_prompt_bytes, params.max_slots) == (3, 9, 8)
-    older = config_of("gpt2", gpt2.Gpt2Config())
-    for key in ("max_pending", "max_prompt_bytes"):  # a config written before the limits existed
-        del older["parameters"][key]
-    params = generate_module.Params.from_config(older)
-    assert (params.max_pending, params.max_prompt_bytes) == (32, 32 * 1024)
-    older["parameters"]["max_pending"] = {"string_value": "0"}
-    with pytest.raises(ValueError, match="max_pending"):
-        generate_module.Params.from_config(older)
-
-
-def test_generate_refuses_prompt_before_tokenizing_when_it_is_above_max_prompt_bytes(generate_module) -> None:
-    model = generate_model(generate_module, gpt2.Gpt2Config(max_prompt_bytes=100))
-    huge, missing = SenderRequest(text_input=text(b"a" * 5_000_000)), SenderRequest(max_tokens=np.array([[4]]))
-    model.execute([huge, missing])
-    [error] = [r.error for r in huge.sent]
-    assert error.code() == TritonError.INVALID_ARG
-    assert error.message() == "text_input: 5000000 bytes, above the limit of 100"
-    assert missing.sent[0].error.message() == "text_input: is required"
-
-
-def test_generate_answers_unavailable_when_the_engine_backlog_is_full(generate_module, tokenizer) -> None:
-    model = generate_model(generate_module, gpt2.Gpt2Config(max_pending=4))
-    model.tokenizer = tokenizer
-    request = SenderRequest(text_input=text(b"def main():"))
-    model.execute([request])
-    [error] = [r.error for r in request.sent]
-    assert error.code() == TritonError.UNAVAILABLE
-    assert error.message() == "gpt2: overloaded, 4 requests already wait for a generation slot; retry later"

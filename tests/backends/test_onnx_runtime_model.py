@@ -1,4 +1,4 @@
-"""The generic onnxruntime model.py, driven through a stubbed triton_python_backend_utils."""
+"""The generic onnxruntime model.py, from a version folder the builder wrote, driven through the stubbed pb_utils."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from google.protobuf import json_format
 from onnx import TensorProto, helper
 
-from builders.contract import TensorSpec
-from builders.triton_config import OnnxModel, OutputCheck, Target, model_config
-from tests.backends.pb_utils_stub import Request, TritonError, load_model
+from builders import repository
+from builders.triton_config import OnnxModel, OutputCheck, Target
+from tests.backends.pb_utils_stub import Request, TritonError, load_model, output
+from tritonyard_contract import TensorSpec
 
 X = TensorSpec("x", "TYPE_FP32", (2,))
 Y = TensorSpec("y", "TYPE_FP32", (2,))
@@ -32,11 +32,15 @@ def _add_one_model(version_dir: Path) -> None:
     onnx.save(model, str(version_dir / "model.onnx"))
 
 
+def _build(repo: Path, spec: OnnxModel) -> Path:
+    """add_one as the builder writes it for the cpu target: model.onnx, config.pbtxt and the shipped runner."""
+    _add_one_model(repo / spec.name / "1")
+    repository.add_model(repo, spec, Target("cpu"))
+    return repo / spec.name
+
+
 def _load(tmp_path: Path, concat: bool, threads: int = 1):
-    _add_one_model(tmp_path / "1")
-    spec = OnnxModel("add_one", (X,), (Y,), cpu_threads=threads, concat_batch=concat)
-    config = json_format.MessageToDict(model_config(spec, Target("cpu")), preserving_proto_field_name=True)
-    return load_model("onnx_runtime", config, tmp_path / "1", name="add_one")
+    return load_model(_build(tmp_path, OnnxModel("add_one", (X,), (Y,), cpu_threads=threads, concat_batch=concat)))
 
 
 @pytest.mark.parametrize("concat", [True, False])
@@ -46,7 +50,7 @@ def test_onnx_runtime_answers_each_request_when_batched(tmp_path: Path, concat: 
     responses = model.execute([Request(x=a) for a in inputs])
     assert [r.has_error() for r in responses] == [False] * 3
     for a, r in zip(inputs, responses):
-        np.testing.assert_array_equal(r.output("y"), a + 1)
+        np.testing.assert_array_equal(output(r, "y"), a + 1)
 
 
 def test_onnx_runtime_fails_only_the_bad_request_when_one_input_is_malformed(tmp_path: Path) -> None:
@@ -54,27 +58,25 @@ def test_onnx_runtime_fails_only_the_bad_request_when_one_input_is_malformed(tmp
     good = np.ones((1, 2), np.float32)
     responses = model.execute([Request(x=good), Request(x=np.ones((1, 3), np.float32)), Request(x=good)])
     assert [r.has_error() for r in responses] == [False, True, False]
-    assert responses[1].error.code() == TritonError.INTERNAL
-    assert "add_one" in responses[1].error.message()
-    np.testing.assert_array_equal(responses[2].output("y"), good + 1)
+    assert responses[1].error().code() == TritonError.INTERNAL
+    assert "add_one" in responses[1].error().message()
+    np.testing.assert_array_equal(output(responses[2], "y"), good + 1)
 
 
 def test_onnx_runtime_refuses_to_start_when_threads_are_invalid(tmp_path: Path) -> None:
+    model_dir = _build(tmp_path, OnnxModel("add_one", (X,), (Y,), cpu_threads=1))
     with pytest.raises(ValueError, match="intra_op_threads"):
-        _load(tmp_path, concat=True, threads=0)
+        load_model(model_dir, parameters={"intra_op_threads": "0"})
 
 
 def test_onnx_runtime_blames_the_input_when_an_output_check_fails(tmp_path: Path) -> None:
-    _add_one_model(tmp_path / "1")
     check = OutputCheck("y", 0.0, 10.0, "x", "values must be finite numbers in -1..9")
-    spec = OnnxModel("add_one", (X,), (Y,), cpu_threads=1, output_checks=(check,))
-    config = json_format.MessageToDict(model_config(spec, Target("cpu")), preserving_proto_field_name=True)
-    model = load_model("onnx_runtime", config, tmp_path / "1", name="add_one")
+    model = load_model(_build(tmp_path, OnnxModel("add_one", (X,), (Y,), cpu_threads=1, output_checks=(check,))))
     good = np.ones((1, 2), np.float32)
     bad = [np.array([[np.nan, 1]], np.float32), np.array([[np.inf, 1]], np.float32), np.array([[1, 99]], np.float32)]
     responses = model.execute([Request(x=good), *(Request(x=b) for b in bad), Request(x=good)])
     assert [r.has_error() for r in responses] == [False, True, True, True, False]
     for r in responses[1:4]:
-        assert r.error.code() == TritonError.INVALID_ARG
-        assert r.error.message() == "x: values must be finite numbers in -1..9"
-    np.testing.assert_array_equal(responses[4].output("y"), good + 1)
+        assert r.error().code() == TritonError.INVALID_ARG
+        assert r.error().message() == "x: values must be finite numbers in -1..9"
+    np.testing.assert_array_equal(output(responses[4], "y"), good + 1)

@@ -18,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 from builders import gpt2
 from builders.nets.gpt2 import greedy_torch
 from clients import gpt2 as client
+from clients.lib import payloads
 from serving.launcher import TritonServer
 
 pytestmark = pytest.mark.integration
@@ -166,7 +167,7 @@ def test_gpt2_stream_frees_its_slot_when_the_client_cancels(triton: TritonServer
     grpc = grpcclient.InferenceServerClient(triton.grpc_url)
     pieces: list = []
     grpc.start_stream(callback=lambda result=None, error=None: pieces.append((result, error)))
-    grpc.async_stream_infer("gpt2_stream", client._inputs(grpcclient, "def main():", {"max_tokens": 250}))
+    grpc.async_stream_infer("gpt2_stream", payloads.generate_inputs(grpcclient, "def main():", {"max_tokens": 250}))
     deadline = time.monotonic() + 30
     while not pieces and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -18,13 +18,12 @@ import torch
 import tritonclient.http as httpclient
 
 from builders import onnx_export
-from builders.contract import CROP, OIL_PCT
 from builders.nets.efficientnet_v2 import build_oil_regressor
 from serving import rollout
-from serving.launcher import TritonServer
+from serving.launcher import TritonServer, free_ports
 from serving.supervisor import TritonAdmin
-from tests.integration.conftest import free_ports
-from tests.integration.traffic import Outcome, Traffic, infer, matches, small_jpeg, vision_repository
+from tests.helpers.traffic import Outcome, Traffic, infer, matches, small_jpeg, vision_repository
+from tritonyard_contract import CROP, OIL_PCT
 
 pytestmark = pytest.mark.integration
 

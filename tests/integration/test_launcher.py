@@ -14,39 +14,11 @@ from pathlib import Path
 import pytest
 
 from serving import adminkey
-from serving.launcher import ServerError, TritonServer
+from serving.launcher import ServerError, TritonServer, free_ports
 from tests.conftest import ROOT
-from tests.integration.conftest import free_ports
+from tests.helpers.servers import BROKEN_MODEL, ECHO_MODEL, tiny_repo
 
 pytestmark = pytest.mark.integration
-
-CONFIG = """name: "{name}"
-backend: "python"
-max_batch_size: 4
-input {{ name: "X" data_type: TYPE_FP32 dims: 1 }}
-output {{ name: "Y" data_type: TYPE_FP32 dims: 1 }}
-instance_group {{ kind: KIND_CPU count: 1 }}
-"""
-BROKEN_MODEL = """
-class TritonPythonModel:
-    def initialize(self, args):
-        raise RuntimeError("model-exploded-on-purpose")
-"""
-ECHO_MODEL = """
-import triton_python_backend_utils as pb_utils
-
-class TritonPythonModel:
-    def execute(self, requests):
-        return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())])
-                for r in requests]
-"""
-
-
-def tiny_repo(root: Path, name: str, source: str) -> Path:
-    (root / name / "1").mkdir(parents=True)
-    (root / name / "config.pbtxt").write_text(CONFIG.format(name=name))
-    (root / name / "1" / "model.py").write_text(source)
-    return root
 
 
 def test_launcher_raises_with_log_tail_when_a_model_fails_to_load(tmp_path: Path) -> None:
@@ -57,11 +29,6 @@ def test_launcher_raises_with_log_tail_when_a_model_fails_to_load(tmp_path: Path
             pass
     assert "exited with code" in str(info.value)
     assert time.monotonic() - start < 120 and server.process.poll() is not None
-
-
-def test_launcher_raises_when_repository_is_missing(tmp_path: Path) -> None:
-    with pytest.raises(ServerError, match="make build"):
-        TritonServer(tmp_path / "nope").start()
 
 
 def test_serve_cli_stops_server_when_it_gets_sigterm(tmp_path: Path) -> None:

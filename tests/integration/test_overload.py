@@ -28,12 +28,13 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from builders import gpt2, repository, vision
-from builders.contract import CROP, IMAGE_BYTES, PIPELINE_OUTPUTS
 from builders.triton_config import OnnxModel, QueueLimits, Target
 from clients import gpt2 as gpt2_client
 from clients.clo import CloClient
-from clients.retry import RetryPolicy
+from clients.lib import payloads
+from clients.lib.retry import RetryPolicy
 from serving.launcher import TritonServer, free_ports
+from tritonyard_contract import CROP, IMAGE_BYTES, PIPELINE_OUTPUTS
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +106,7 @@ def ensemble_jpeg(data: bytes) -> Callable[[httpclient.InferenceServerClient], o
 
 
 def generate(client: httpclient.InferenceServerClient):
-    result = client.infer("gpt2", gpt2_client._inputs(httpclient, PROMPT, {"max_tokens": NEW_TOKENS}))
+    result = client.infer("gpt2", payloads.generate_inputs(httpclient, PROMPT, {"max_tokens": NEW_TOKENS}))
     assert result.as_numpy("finish_reason").reshape(-1)[0] in (b"length", b"stop")
 
 

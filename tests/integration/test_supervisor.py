@@ -23,10 +23,9 @@ import pytest
 import tritonclient.http as httpclient
 
 from serving import readiness
-from serving.launcher import TritonServer
+from serving.launcher import TritonServer, free_ports
 from serving.supervisor import TritonAdmin, scan_stubs
-from tests.integration.conftest import free_ports
-from tests.integration.traffic import Traffic, infer, matches, small_jpeg, vision_repository
+from tests.helpers.traffic import Traffic, infer, matches, small_jpeg, vision_repository
 
 pytestmark = pytest.mark.integration
 

@@ -14,14 +14,14 @@ import tritonclient.http as httpclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from builders.contract import CROP, DETECTIONS, FRAME, IMAGE_BYTES, LETTERBOXED, OIL_PCT, PIPELINE_OUTPUTS
 from builders.onnx_export import run as run_onnx
 from builders.vision import TOLERANCE
 from clients.clo import CloClient
+from clients.lib import images
 from clients.synthetic import synthetic_frame
-from python_backends.image_decoder import frames
 from serving.launcher import TritonServer
-from tests.backends.test_image_decoder_model import BAD, encode, small_image
+from tests.helpers.images import BAD, encode, small_image
+from tritonyard_contract import CROP, DETECTIONS, FRAME, IMAGE_BYTES, LETTERBOXED, OIL_PCT, PIPELINE_OUTPUTS
 
 pytestmark = pytest.mark.integration
 
@@ -54,8 +54,8 @@ def onnx_chain(repo: Path, frame: np.ndarray) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("protocol,shm", [("http", False), ("grpc", False), ("http", True)])
 def test_ensemble_equals_onnx_chain_when_frame_is_sent(triton, model_repo, jpeg, protocol, shm) -> None:
-    image = frames.decode(jpeg, max_bytes=1 << 30, max_pixels=1 << 30)
-    frame = frames.to_frame(image)
+    image = images.decode(jpeg)
+    frame = images.to_frame(image)
     url = triton.http_url if protocol == "http" else triton.grpc_url
     client = CloClient(url, protocol, shm=shm)
     try:
@@ -70,11 +70,11 @@ def test_ensemble_equals_onnx_chain_when_frame_is_sent(triton, model_repo, jpeg,
 
 
 def test_ensemble_jpeg_equals_ensemble_when_same_image_is_decoded_client_side(triton, jpeg) -> None:
-    image = frames.decode(jpeg, max_bytes=1 << 30, max_pixels=1 << 30)
+    image = images.decode(jpeg)
     client = CloClient(triton.http_url)
     try:
         via_jpeg = client.infer_encoded(jpeg, image.size)
-        via_frame = client.infer_frame(frames.to_frame(image), image.size)
+        via_frame = client.infer_frame(images.to_frame(image), image.size)
     finally:
         client.close()
     np.testing.assert_array_equal(via_jpeg.boxes, via_frame.boxes)
@@ -148,9 +148,11 @@ def _jpeg_input(data: bytes, api=httpclient):
     return inp
 
 
-@pytest.mark.parametrize(
-    "name", ["empty", "not an image", "truncated jpeg", "png with alpha", "zero size", "pixel bomb"]
-)
+# The bad images the served caps refuse ("too many bytes" in BAD is over the model tests' 2 MB cap, not 32 MiB).
+REFUSED = ["empty", "not an image", "truncated jpeg", "png with alpha", "zero size", "pixel bomb"]
+
+
+@pytest.mark.parametrize("name", REFUSED)
 def test_ensemble_jpeg_refuses_image_when_it_is_bad(triton, http, name) -> None:
     data, message = BAD[name]
     _assert_refused(lambda: http.infer("ensemble_jpeg", [_jpeg_input(data)]), IMAGE_BYTES.name, message)
@@ -205,6 +207,8 @@ def test_ensemble_jpeg_serves_png_of_any_size_when_it_has_no_alpha(triton, http)
 
 
 def test_server_stays_ready_when_bad_requests_were_served(triton, http) -> None:
+    for name in REFUSED:  # sent here, so the test does not rely on the refusal tests having run first
+        _assert_refused(lambda data=BAD[name][0]: http.infer("ensemble_jpeg", [_jpeg_input(data)]), IMAGE_BYTES.name)
     start = time.monotonic()
     while not http.is_server_ready() and time.monotonic() - start < 10:
         time.sleep(0.2)

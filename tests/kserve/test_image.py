@@ -14,10 +14,9 @@ import pytest
 
 from deploy_kserve import ROOT
 from deploy_kserve.files import DASHBOARD, check_dashboard
-from serving.launcher import TritonServer, find_tritonserver
+from serving.launcher import TritonServer, find_tritonserver, free_ports
 from serving.supervisor import scan_stubs
-from tests.integration.conftest import free_ports
-from tests.integration.test_launcher import ECHO_MODEL, tiny_repo
+from tests.helpers.servers import ECHO_MODEL, tiny_repo
 from tests.kserve.conftest import KSERVE
 
 ENTRYPOINT = KSERVE / "image" / "entrypoint.sh"

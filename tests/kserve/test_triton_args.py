@@ -14,8 +14,7 @@ import pytest
 from deploy_kserve import render
 from deploy_kserve.files import DASHBOARD
 from deploy_kserve.objects import Rendered, generated_models
-from serving.launcher import TritonServer
-from tests.integration.conftest import free_ports
+from serving.launcher import TritonServer, free_ports
 from tests.kserve.conftest import KSERVE
 
 pytestmark = pytest.mark.integration

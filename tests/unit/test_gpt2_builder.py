@@ -15,10 +15,10 @@ from google.protobuf import text_format
 from tokenizers import Tokenizer
 
 from builders import gpt2
-from builders.contract import EOS_TOKEN
 from builders.errors import BuildError
 from builders.nets import gpt2 as nets
 from builders.triton_config import ModelConfig, OnnxModel, Target, model_config, read_config
+from tritonyard_contract import EOS_TOKEN
 
 TINY = nets.STAND_INS["tiny"]
 

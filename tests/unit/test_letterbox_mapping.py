@@ -1,8 +1,8 @@
-"""clients.clo.to_source_boxes and builders.contract.Letterbox against geometry worked out by hand.
+"""The contract's letterbox (Letterbox, frame_letterbox, to_source_boxes) against geometry worked out by hand.
 
 A source image (W x H) is letterboxed twice before YOLO sees it:
 
-1. into the 3840x2160 frame (python_backends/image_decoder/frames.py): uniform scale s = min(3840/W, 2160/H), the
+1. into the 3840x2160 frame (the image decoder, the contract's geometry): uniform scale s = min(3840/W, 2160/H), the
    image resized to new_w x new_h = round(W*s) x round(H*s) and pasted at (floor((3840-new_w)/2),
    floor((2160-new_h)/2)), gray elsewhere;
 2. the frame into 640x640 (builders/nets/frame_ops.py): an exact 6x reduction to 640x360, padded by 140 rows at the
@@ -10,7 +10,7 @@ A source image (W x H) is letterboxed twice before YOLO sees it:
 
 So a source point maps to letterbox pixels as det = src * k + pad_det with k = s/6, pad_det_x = frame_pad_x/6,
 pad_det_y = frame_pad_y/6 + 140. The table below spells that arithmetic out per size instead of calling
-frames.fit_geometry or Letterbox, and the tests compare clients.clo's inverse with it.
+frame_letterbox or Letterbox, and the tests compare the contract's inverse, to_source_boxes, with it.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from builders.contract import DET_LETTERBOX, Letterbox
-from clients.clo import to_source_boxes
 from python_backends.image_decoder import frames
+from tritonyard_contract import DET_LETTERBOX, Letterbox, frame_letterbox, to_source_boxes
 
 
 @dataclass(frozen=True)
@@ -177,8 +176,12 @@ ROUNDED = {
 def test_rounded_table_is_the_decoders_placement(name: str) -> None:
     """The table above checked against the decoder's own numbers (the images are too big to render here)."""
     case = ROUNDED[name]
-    scale, pad_x, pad_y, new_w, new_h = frames.fit_geometry(case.width, case.height)
-    assert (scale, (pad_x, pad_y), (new_w, new_h)) == (case.frame_scale, case.frame_pad, case.frame_size)
+    box = frame_letterbox(case.width, case.height)
+    assert (box.scale, (box.pad_x, box.pad_y), (box.new_w, box.new_h)) == (
+        case.frame_scale,
+        case.frame_pad,
+        case.frame_size,
+    )
 
 
 @pytest.mark.parametrize("name", ROUNDED)
@@ -266,7 +269,7 @@ def test_letterbox_to_source_when_given_points() -> None:
     assert lb.to_source(640, 500) == pytest.approx((3840, 2160))
     assert lb.to_source(320, 320) == pytest.approx((1920, 1080))
     assert lb.to_source(0, 0) == pytest.approx((0, -840))  # in the band above the frame: unclipped
-    xs, ys = lb.to_source(np.array([10.0, 100.5]), np.array([150.0, 499.0]))  # vectorised, as clients.clo uses it
+    xs, ys = lb.to_source(np.array([10.0, 100.5]), np.array([150.0, 499.0]))  # vectorised, as to_source_boxes uses it
     np.testing.assert_allclose(xs, [60, 603])
     np.testing.assert_allclose(ys, [60, 2154])
     pillar = Letterbox.fit(4000, 3000, 3840, 2160)  # 0.72, pad_x 480
@@ -274,9 +277,8 @@ def test_letterbox_to_source_when_given_points() -> None:
     assert pillar.to_source(3360, 2160) == pytest.approx((4000, 3000))
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_letterbox_fit_agrees_with_fit_geometry_when_given_case_sizes(name: str) -> None:
-    """The contract's Letterbox and the decoder's fit_geometry are two copies of one rule; here they agree."""
-    case = CASES[name]
-    lb = Letterbox.fit(case.width, case.height, 3840, 2160)
-    assert (lb.scale, lb.pad_x, lb.pad_y, lb.new_w, lb.new_h) == frames.fit_geometry(case.width, case.height)
+def test_letterbox_keeps_a_side_that_rounds_to_zero_one_pixel_wide() -> None:
+    """A 1x10000 strip: 1 * 0.216 rounds to 0 columns; the one rule keeps it 1 column, centred."""
+    box = frame_letterbox(1, 10000)
+    assert (box.new_w, box.new_h, box.pad_x, box.pad_y) == (1, 2160, 1919, 0)
+    assert Letterbox.fit(1, 10000, 3840, 2160) == box

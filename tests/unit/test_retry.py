@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from clients import retry
+from clients.lib import retry
 
 QUEUE_FULL = "[request id: <id_unknown>] Exceeds maximum queue size"
 

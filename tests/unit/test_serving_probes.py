@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from builders.contract import CROP, DETECTIONS, IMAGE_BYTES, OIL_PCT, PIPELINE_OUTPUTS
 from serving import adminkey, readiness
+from serving.launcher import ServerError, TritonServer
 from serving.supervisor import Supervisor, scan_stubs
 
 LONG = "x" * 40
@@ -56,16 +56,6 @@ def test_restricted_args_name_the_repository_api_on_both_protocols_when_built() 
         f"--http-restricted-api=model-repository:admin-key={LONG}",
         f"--grpc-restricted-protocol=model-repository:admin-key={LONG}",
     ]
-
-
-def test_readiness_expects_the_contract_outputs_when_checking_the_vision_pipeline() -> None:
-    # readiness.py is stdlib-only (copied alone into the image), so it repeats these names: keep them equal.
-    expected = {t.name: [1, *t.dims] for t in PIPELINE_OUTPUTS}
-    assert {name: spec[1] for name, spec in readiness.VISION_OUTPUTS.items()} == expected
-    assert all(spec[0] == "FP32" for spec in readiness.VISION_OUTPUTS.values())
-    assert readiness.IMAGE_INPUT == IMAGE_BYTES.name
-    assert readiness.VISION_OUTPUTS[OIL_PCT.name][2:] == (0.0, 100.0)
-    assert readiness.VISION_OUTPUTS[CROP.name][3] > 1.0 and DETECTIONS.dims[1] == 6
 
 
 def test_readiness_image_decodes_as_rgb_png_when_built_without_pillow() -> None:
@@ -116,19 +106,13 @@ def test_scan_stubs_maps_children_to_models_when_reading_proc(tmp_path: Path) ->
 def test_readiness_counts_pipeline_busy_when_it_refuses_for_capacity(message: str) -> None:
     assert readiness.is_capacity_refusal(message)
     with pytest.raises(readiness.Busy):
-        readiness._check_generated({"error": message}, "gpt2")
+        readiness.check_generation({"error": message}, where="gpt2")
 
 
 def test_readiness_counts_pipeline_not_ready_when_the_error_is_not_capacity() -> None:
     assert not readiness.is_capacity_refusal("Stub process 'gpt2_0_0' is not healthy.")
     with pytest.raises(readiness.NotReady):
-        readiness._check_generated({"error": "Stub process 'gpt2_0_0' is not healthy."}, "gpt2")
-
-
-def test_readiness_knows_the_same_capacity_messages_when_clients_retry_them() -> None:
-    from clients import retry
-
-    assert set(readiness.CAPACITY_MESSAGES) == set(retry.UNAVAILABLE_MESSAGES)
+        readiness.check_generation({"error": "Stub process 'gpt2_0_0' is not healthy."}, where="gpt2")
 
 
 def test_supervisor_asks_again_when_a_dead_stubs_model_state_cannot_be_read(tmp_path: Path) -> None:
@@ -160,3 +144,8 @@ def test_supervisor_asks_again_when_a_dead_stubs_model_state_cannot_be_read(tmp_
     assert reloaded == []
     supervisor.check_once()  # asked again: READY with a dead stub, so it is reloaded
     assert reloaded == ["yolov8"]
+
+
+def test_launcher_raises_when_repository_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(ServerError, match="make build"):
+        TritonServer(tmp_path / "nope").start()

@@ -10,7 +10,6 @@ import pytest
 from google.protobuf import text_format
 
 from builders import onnx_export, repository, vision
-from builders.contract import FRAME, FRAME_U8, OIL_PCT, TensorSpec
 from builders.errors import BuildError
 from builders.triton_config import (
     Ensemble,
@@ -22,6 +21,7 @@ from builders.triton_config import (
     model_config,
     read_config,
 )
+from tritonyard_contract import FRAME, FRAME_U8, OIL_PCT, TensorSpec
 
 ONNX_MODELS = ["preprocessing", "yolov8", "postprocessing", "efficientnet_v2", "preprocessing_u8", "postprocessing_u8"]
 MODELS = [*ONNX_MODELS, "image_decoder", "ensemble", "ensemble_jpeg"]

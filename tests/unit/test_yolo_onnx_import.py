@@ -16,10 +16,10 @@ import onnxruntime as ort
 import pytest
 
 from builders import vision
-from builders.contract import DETECTIONS as DETECTIONS_SPEC
-from builders.contract import LETTERBOXED
 from builders.errors import BuildError
 from builders.nets.yolo import DETECTIONS, attach_nms, import_onnx, reference_nms
+from tritonyard_contract import DETECTIONS as DETECTIONS_SPEC
+from tritonyard_contract import LETTERBOXED
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = 80  # yolov8n.yaml's own class count: plenty of classes >= 9

@@ -20,9 +20,9 @@ import numpy as np
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from builders.contract import CROP, DETECTIONS, IMAGE_BYTES, OIL_PCT, PIPELINE_OUTPUTS
 from builders.vision import VisionConfig, specs
 from clients.synthetic import synthetic_frame
+from tritonyard_contract import CROP, DETECTIONS, IMAGE_BYTES, OIL_PCT, PIPELINE_OUTPUTS
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from builders.contract import CROP, DETECTIONS, OIL_PCT
 from loadtests import locust_common as common
 from loadtests import perf, soak
+from tritonyard_contract import CROP, DETECTIONS, OIL_PCT
 
 
 def _sse(*events: str) -> list[bytes]:

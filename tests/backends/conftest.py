@@ -1,0 +1,28 @@
+"""Built version folders for the model.py tests: the GPT-2 stand-in's models, for each target.
+
+The stand-in needs no trained weights: a tiny random GPT-2 and a BPE trained on Python's stdlib (seconds).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from builders import gpt2
+
+
+@pytest.fixture(scope="session")
+def gpt2_cpu_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cpu target: gpt2/gpt2_stream run gpt2_decoder's model.onnx in-process."""
+    repo = tmp_path_factory.mktemp("gpt2_cpu_repo")
+    gpt2.build(gpt2.Gpt2Config(device="cpu"), repo)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def gpt2_gpu_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The gpu target: gpt2/gpt2_stream call gpt2_decoder through BLS once per step."""
+    repo = tmp_path_factory.mktemp("gpt2_gpu_repo")
+    gpt2.build(gpt2.Gpt2Config(device="gpu"), repo)
+    return repo
