@@ -58,7 +58,7 @@ def check_image(image_dir: Path = KSERVE_DIR / "image", root: Path = ROOT) -> Ch
 
 
 def _image_copies(dockerfile: str, image_dir: Path, root: Path) -> list[str]:
-    """Every COPY source is let through Dockerfile.dockerignore; the serving scripts are copied, stdlib-only."""
+    """Every COPY source is let through Dockerfile.dockerignore; the serving scripts and what they import are copied."""
     problems = []
     copies = dict(re.findall(r"^COPY\s+(\S+)\s+(\S+)\s*$", dockerfile, re.M))
     ignore = image_dir / "Dockerfile.dockerignore"
@@ -69,20 +69,73 @@ def _image_copies(dockerfile: str, image_dir: Path, root: Path) -> list[str]:
     for script, target in IMAGE_SCRIPTS.items():
         if copies.get(script) != target:
             problems.append(f"Dockerfile must COPY {script} {target}")
-        problems += [f"{script}: {p}" for p in _stdlib_only(root / script)]
+        problems += [f"{script}: {p}" for p in _image_closure(root / script, copies, root)]
     return problems
 
 
-def _stdlib_only(path: Path) -> list[str]:
-    """A script the image runs alone on its Python 3.10 must parse as 3.10 and import only the standard library."""
+IMAGE_HOME = "/opt/tritonyard"  # the scripts' folder in the image: the project files they import go beside them
+IMAGE_IMPORTS = {"numpy", "onnxruntime", "tokenizers", "PIL"}  # what kserve/image/requirements.txt installs
+
+
+def _imports(path: Path) -> tuple[set[str], str | None]:
+    """Absolute module names `path` imports, parsed as Python 3.10 (the image's), or the parse error."""
     try:
         tree = ast.parse(path.read_text(), feature_version=(3, 10))
     except (OSError, SyntaxError) as exc:
-        return [f"does not parse as Python 3.10: {exc}"]
+        return set(), f"does not parse as Python 3.10: {exc}"
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level}
-    outside = sorted(m for m in imported if m.split(".")[0] not in sys.stdlib_module_names | {"__future__"})
-    return [f"imports {', '.join(outside)}: it is copied alone into the image"] if outside else []
+    return imported, None
+
+
+def _module_files(root: Path, module: str) -> list[Path]:
+    """The project files importing `module` loads: each package's __init__.py, then the module itself."""
+    parts, files = module.split("."), []
+    for i in range(1, len(parts) + 1):
+        folder = root.joinpath(*parts[:i])
+        if (folder / "__init__.py").is_file():
+            files.append(folder / "__init__.py")
+        elif folder.with_suffix(".py").is_file() and i == len(parts):
+            files.append(folder.with_suffix(".py"))
+        else:
+            return []
+    return files
+
+
+def _copied(rel: str, copies: dict[str, str]) -> bool:
+    return copies.get(rel) == f"{IMAGE_HOME}/{rel}" or any(
+        rel.startswith(src.rstrip("/") + "/") and dst.rstrip("/") == f"{IMAGE_HOME}/{src.rstrip('/')}"
+        for src, dst in copies.items()
+    )
+
+
+def _image_closure(script: Path, copies: dict[str, str], root: Path) -> list[str]:
+    """A script the image runs on its Python 3.10 imports the standard library, the image's packages, and
+    project files copied beside it (checked again, file by file)."""
+    problems, seen, todo = [], set(), [script]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        imported, error = _imports(path)
+        name = path.relative_to(root).as_posix()
+        if error:
+            problems.append(f"{name} {error}")
+        for module in sorted(imported):
+            if module.split(".")[0] in sys.stdlib_module_names | {"__future__"} | IMAGE_IMPORTS:
+                continue
+            files = _module_files(root, module)
+            if not files:
+                problems.append(
+                    f"{name} imports {module}: neither the standard library, the image's packages, nor ours"
+                )
+            for f in files:
+                rel = f.relative_to(root).as_posix()
+                if not _copied(rel, copies):
+                    problems.append(f"{name} imports {module}: the Dockerfile must COPY {rel} {IMAGE_HOME}/{rel}")
+                todo.append(f)
+    return sorted(set(problems))
 
 
 def check_dashboard(path: Path = DASHBOARD) -> Check:

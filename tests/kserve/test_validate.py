@@ -325,10 +325,18 @@ def test_check_image_rejects_copy_when_the_dockerignore_keeps_it_out(kserve_copy
     ]
 
 
-def test_check_image_rejects_script_when_it_imports_outside_the_stdlib(kserve_copy, tmp_path: Path) -> None:
+def test_check_image_rejects_script_when_it_imports_what_the_image_lacks(kserve_copy, tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "serving").mkdir(parents=True)
-    (root / "serving" / "readiness.py").write_text("import numpy\nfrom . import sibling\nimport json\n")
+    (root / "ours").mkdir()
+    (root / "ours" / "__init__.py").write_text("import json\n")
+    # numpy is in the image; requests is not; ours/ is a project package the Dockerfile does not copy.
+    (root / "serving" / "readiness.py").write_text("import numpy\nimport requests\nimport ours\nimport json\n")
     (root / "serving" / "supervisor.py").write_text("match x:\n    case 1: pass\n")  # 3.10 syntax: fine
     problems = check_image(kserve_copy / "image", root).problems
-    assert problems == ["serving/readiness.py: imports numpy: it is copied alone into the image"]
+    assert problems == [
+        "serving/readiness.py: serving/readiness.py imports ours: the Dockerfile must COPY ours/__init__.py "
+        "/opt/tritonyard/ours/__init__.py",
+        "serving/readiness.py: serving/readiness.py imports requests: neither the standard library, the image's "
+        "packages, nor ours",
+    ]
