@@ -67,7 +67,7 @@ demo: build ## build, start Triton, run the CLO client on a synthetic 4K frame a
 		$(PY) -m clients.clo --synthetic --save demo_clo.png && \
 		$(PY) -m clients.gpt2 "The oil level in the" --max-tokens 24 --stream'
 
-train: setup ## train the vision stand-ins on synthetic CLO frames into weights/clo (~35 min; TRAIN_ARGS=--quick)
+train: setup ## train the vision stand-ins on synthetic CLO frames into weights/clo (~65 min measured; TRAIN_ARGS=--quick)
 	$(PY) -m training --out weights/clo $(TRAIN_ARGS)
 
 bench: setup ## benchmark report in loadtests/results/<date>/ (~10 min; BENCH_ARGS=--quick for a smoke run)
