@@ -17,7 +17,7 @@ import torch
 
 from builders import onnx_export, progress, repository
 from builders.errors import BuildError
-from builders.nets import yolo
+from builders.nets import yolo, yolo_import
 from builders.nets.efficientnet_v2 import build_oil_regressor
 from builders.nets.frame_ops import CropBestBox, CropBestBoxU8, LetterboxFrame, LetterboxFrameU8
 from builders.triton_config import (
@@ -211,7 +211,7 @@ def _export_yolo(cfg: VisionConfig, repo: Path, letterboxed: np.ndarray) -> None
     weights = cfg.weights(cfg.yolo_weights, STAND_IN_YOLO)
     if weights is not None and weights.suffix == ".onnx":
         # Raw head -> our NMS graph appended; nms=True export -> used as exported; batch fixed at 1 -> Scan per image.
-        model, how = yolo.import_onnx(weights, input_name=LETTERBOXED.name, output_name=DETECTIONS.name)
+        model, how = yolo_import.import_onnx(weights, input_name=LETTERBOXED.name, output_name=DETECTIONS.name)
         onnx_export.finalize_model(model, path)
         got = onnx_export.run(path, {LETTERBOXED.name: letterboxed})[0]
         if got.shape[1:] != DETECTIONS.dims:

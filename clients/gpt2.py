@@ -11,6 +11,7 @@ import argparse
 import queue
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +217,62 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _tokenizer_problem(path: Path) -> str | None:
+    """Why `path` is no tokenizer.json the baseline loop can load; None when it is one."""
+    if not path.is_file():
+        return f"{path} not found: run `make build` or pass --tokenizer"
+    from tokenizers import Tokenizer
+
+    try:
+        Tokenizer.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for a bad file
+        return f"{path} is not a tokenizer.json ({exc}): pass --tokenizer"
+    return None
+
+
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """What argparse does not check: a positive --timeout, and for --baseline a readable tokenizer."""
+    if not args.timeout > 0:
+        return "--timeout must be positive"
+    if args.baseline:
+        return _tokenizer_problem(args.tokenizer)
+    return None
+
+
+def _mode(args: argparse.Namespace) -> tuple[str, str, str]:
+    """(protocol, model, label of the summary line) for the flags: --baseline, --stream, or one whole request."""
+    if args.baseline:
+        return "http", "gpt2_decoder", "baseline (client loop, no cache)"
+    if args.stream:
+        return "grpc", "gpt2_stream", "gpt2_stream (gRPC)"
+    return args.protocol, "gpt2", "gpt2"
+
+
+def _one_generation(
+    args: argparse.Namespace,
+    url: str,
+    show: Callable[[str], None],
+    headers: dict,
+    policy: retry.RetryPolicy,
+    options: dict,
+) -> Generation:
+    """One generation the way the flags ask; streamed pieces go to `show` as they arrive."""
+    if args.baseline:
+        gen, _ = baseline(url, args.prompt, args.tokenizer, args.max_tokens, headers, policy, args.timeout)
+        return gen
+    if args.stream:
+        return stream(url, args.prompt, show, headers, policy, args.timeout, **options)
+    return generate(url, args.prompt, args.protocol, headers, policy, args.timeout, **options)
+
+
+def _summary_line(mode: str, gen: Generation) -> str:
+    itl = gen.itl_s or 0.0
+    return (
+        f"[{mode}] finish={gen.finish_reason} prompt={gen.prompt_tokens} completion={gen.completion_tokens} "
+        f"ttft={gen.ttft_s * 1000:.0f} ms itl={itl * 1000:.1f} ms {gen.tokens_per_s:.1f} tok/s\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     options = {"max_tokens": args.max_tokens, "temperature": args.temperature, "top_k": args.top_k,
@@ -226,19 +283,10 @@ def main(argv: list[str] | None = None) -> int:
         policy = retry.RetryPolicy(retries=args.retries)
     except ValueError as exc:
         return cli.usage_error(str(exc))
-    if not args.timeout > 0:
-        return cli.usage_error("--timeout must be positive")
-    if args.baseline and not args.tokenizer.is_file():
-        return cli.usage_error(f"{args.tokenizer} not found: run `make build` or pass --tokenizer")
-    if args.baseline:
-        from tokenizers import Tokenizer
-
-        try:
-            Tokenizer.from_file(str(args.tokenizer))
-        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for a bad file
-            return cli.usage_error(f"{args.tokenizer} is not a tokenizer.json ({exc}): pass --tokenizer")
-    protocol = "http" if args.baseline else "grpc" if args.stream else args.protocol
-    model = "gpt2_decoder" if args.baseline else "gpt2_stream" if args.stream else "gpt2"
+    problem = _usage_problem(args)
+    if problem:
+        return cli.usage_error(problem)
+    protocol, model, mode = _mode(args)
     target = cli.Target(cli.default_url(protocol, args.url), model, args.retries, args.timeout)
     result: list[Generation] = []
     started = [False]
@@ -251,13 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         out.flush()
 
     def call(target: cli.Target) -> int:
-        if args.baseline:
-            gen, _ = baseline(target.url, args.prompt, args.tokenizer, args.max_tokens, headers, policy, args.timeout)
-        elif args.stream:
-            gen = stream(target.url, args.prompt, show, headers, policy, args.timeout, **options)
-        else:
-            gen = generate(target.url, args.prompt, args.protocol, headers, policy, args.timeout, **options)
-        result.append(gen)
+        result.append(_one_generation(args, target.url, show, headers, policy, options))
         return 0
 
     code = cli.run(call, target)
@@ -268,12 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = result[0]
     if not args.stream:
         out.write(f"{args.prompt}{gen.text}\n")
-    mode = "baseline (client loop, no cache)" if args.baseline else "gpt2_stream (gRPC)" if args.stream else "gpt2"
-    itl = gen.itl_s or 0.0
-    out.write(
-        f"[{mode}] finish={gen.finish_reason} prompt={gen.prompt_tokens} completion={gen.completion_tokens} "
-        f"ttft={gen.ttft_s * 1000:.0f} ms itl={itl * 1000:.1f} ms {gen.tokens_per_s:.1f} tok/s\n"
-    )
+    out.write(_summary_line(mode, gen))
     return 0
 
 

@@ -147,31 +147,42 @@ def rule_device(r: Rendered, device: str) -> list[str]:
     return problems
 
 
+def _quantities_at(path: str, node: object) -> dict[str, object]:
+    """The resource quantities `node` holds at `path`: each entry of requests/limits, or a sizeLimit."""
+    leaf = path.rsplit(".", 1)[-1]
+    if leaf in ("requests", "limits") and isinstance(node, dict):
+        return {f"{path}.{k}": v for k, v in node.items()}
+    if leaf == "sizeLimit":
+        return {path: node}
+    return {}
+
+
+def _requests_over_limits(label: str, path: str, resources: dict) -> list[str]:
+    """Each resource whose request exceeds its limit; unparsable quantities are reported elsewhere."""
+    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+    problems = []
+    for name in set(requests) & set(limits):
+        try:
+            if parse_quantity(requests[name]) > parse_quantity(limits[name]):
+                problems.append(f"{label} {path}: the {name} request exceeds its limit")
+        except ValueError:
+            pass  # reported by rule_quantities' parse
+    return problems
+
+
 def rule_quantities(r: Rendered, device: str) -> list[str]:
     """Every resource quantity parses, and no request exceeds its limit."""
     problems = []
     for obj in r.objects:
         label = f"{obj['kind']}/{obj.get('metadata', {}).get('name')}"
         for path, node in walk(obj):
-            leaf = path.rsplit(".", 1)[-1]
-            values = {}
-            if leaf in ("requests", "limits") and isinstance(node, dict):
-                values = {f"{path}.{k}": v for k, v in node.items()}
-            elif leaf == "sizeLimit":
-                values = {path: node}
-            for where, value in values.items():
+            for where, value in _quantities_at(path, node).items():
                 try:
                     parse_quantity(value)
                 except ValueError as exc:
                     problems.append(f"{label} {where}: {exc}")
-            if leaf == "resources" and isinstance(node, dict):
-                requests, limits = node.get("requests") or {}, node.get("limits") or {}
-                for name in set(requests) & set(limits):
-                    try:
-                        if parse_quantity(requests[name]) > parse_quantity(limits[name]):
-                            problems.append(f"{label} {path}: the {name} request exceeds its limit")
-                    except ValueError:
-                        pass  # reported above
+            if path.rsplit(".", 1)[-1] == "resources" and isinstance(node, dict):
+                problems += _requests_over_limits(label, path, node)
     return problems
 
 
@@ -250,6 +261,51 @@ def rule_security(r: Rendered, device: str) -> list[str]:
     return problems
 
 
+def _health_probe_problems(container: dict, ports: list) -> list[str]:
+    """The startup and liveness probes: httpGet on the serving port."""
+    problems = []
+    for kind in ("startupProbe", "livenessProbe"):
+        probe = container.get(kind)
+        if not isinstance(probe, dict) or "httpGet" not in probe:
+            problems.append(f"{kind} must be an httpGet probe on Triton's health API")
+            continue
+        if probe["httpGet"].get("port") not in ports:
+            problems.append(f"{kind} port {probe['httpGet'].get('port')} is not the serving port {ports}")
+    return problems
+
+
+def _readiness_problems(container: dict, http_port: str) -> list[str]:
+    """The readiness probe runs the image's inference script against Triton, with time for it."""
+    readiness = container.get("readinessProbe")
+    probe = readiness if isinstance(readiness, dict) else {}
+    command = probe.get("exec", {}).get("command", [])
+    wanted = ["python3", READINESS_SCRIPT, f"--url=127.0.0.1:{http_port}"]
+    if command[:3] != wanted:
+        return [
+            f"readinessProbe must run real inferences: exec {' '.join(wanted)} "
+            "(/v2/health/ready stays 200 while a model whose stub died fails every request)"
+        ]
+    if probe.get("timeoutSeconds", 1) < READINESS_TIMEOUT:
+        return [f"readinessProbe timeoutSeconds must be >= {READINESS_TIMEOUT}: it runs one inference per pipeline"]
+    return []
+
+
+def _startup_budget_problems(startup: dict, predictor: dict) -> list[str]:
+    """The startup probe waits long enough for every model to load, and Knative's deadline waits longer."""
+    problems = []
+    budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+    if budget < MIN_STARTUP_SECONDS:
+        problems.append(f"startupProbe allows {budget}s; loading every model needs at least {MIN_STARTUP_SECONDS}s")
+    deadline = predictor.get("annotations", {}).get("serving.knative.dev/progress-deadline")
+    if deadline is not None:
+        try:
+            if parse_duration(deadline) <= budget:
+                problems.append(f"progress-deadline {deadline} must exceed the startupProbe's {budget}s")
+        except ValueError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def rule_probes(r: Rendered, device: str) -> list[str]:
     """Startup, readiness and liveness probes on the serving port, patient enough for model loads."""
     container = r.container()
@@ -258,36 +314,9 @@ def rule_probes(r: Rendered, device: str) -> list[str]:
     http_port = (flag_values(container.get("args", []), "--http-port") or ["8000"])[-1]
     if [str(p) for p in ports] != [http_port]:
         problems.append(f"the serving ports {ports} must be exactly Triton's --http-port ({http_port})")
-    for kind in ("startupProbe", "livenessProbe"):
-        probe = container.get(kind)
-        if not isinstance(probe, dict) or "httpGet" not in probe:
-            problems.append(f"{kind} must be an httpGet probe on Triton's health API")
-            continue
-        if probe["httpGet"].get("port") not in ports:
-            problems.append(f"{kind} port {probe['httpGet'].get('port')} is not the serving port {ports}")
-    readiness = container.get("readinessProbe")
-    command = (readiness or {}).get("exec", {}).get("command", []) if isinstance(readiness, dict) else []
-    wanted = ["python3", READINESS_SCRIPT, f"--url=127.0.0.1:{http_port}"]
-    if command[:3] != wanted:
-        problems.append(
-            f"readinessProbe must run real inferences: exec {' '.join(wanted)} "
-            "(/v2/health/ready stays 200 while a model whose stub died fails every request)"
-        )
-    elif readiness.get("timeoutSeconds", 1) < READINESS_TIMEOUT:
-        problems.append(
-            f"readinessProbe timeoutSeconds must be >= {READINESS_TIMEOUT}: it runs one inference per pipeline"
-        )
-    startup = container.get("startupProbe") or {}
-    budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
-    if budget < MIN_STARTUP_SECONDS:
-        problems.append(f"startupProbe allows {budget}s; loading every model needs at least {MIN_STARTUP_SECONDS}s")
-    deadline = r.predictor.get("annotations", {}).get("serving.knative.dev/progress-deadline")
-    if deadline is not None:
-        try:
-            if parse_duration(deadline) <= budget:
-                problems.append(f"progress-deadline {deadline} must exceed the startupProbe's {budget}s")
-        except ValueError as exc:
-            problems.append(str(exc))
+    problems += _health_probe_problems(container, ports)
+    problems += _readiness_problems(container, http_port)
+    problems += _startup_budget_problems(container.get("startupProbe") or {}, r.predictor)
     return problems
 
 

@@ -77,20 +77,24 @@ def load(crd_dir: Path = CRD_DIR) -> Schemas:
     return Schemas("crd", f"KServe {KSERVE_VERSION} CRDs from {crd_dir}, strict (unknown fields rejected)", schemas)
 
 
-def convert(node: dict) -> dict:
-    """One CRD structural-schema node as a strict JSON Schema (draft 4, as OpenAPI v3.0 is)."""
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key == "properties":
-            out[key] = {name: convert(sub) for name, sub in value.items()}
-        elif key in ("items", "additionalProperties", "not") and isinstance(value, dict):
-            out[key] = convert(value)
-        elif key in _COMPOSITE:
-            out[key] = [convert(sub) for sub in value]
-        elif key in ("description", "nullable", "default", "example", "externalDocs") or key.startswith("x-"):
-            continue
-        else:
-            out[key] = value
+def _is_annotation(key: str) -> bool:
+    """Keys that document a node or steer Kubernetes, not JSON Schema: dropped from the converted schema."""
+    return key in ("description", "nullable", "default", "example", "externalDocs") or key.startswith("x-")
+
+
+def _convert_value(key: str, value: Any) -> Any:
+    """One keyword's value, with every subschema in it converted."""
+    if key == "properties":
+        return {name: convert(sub) for name, sub in value.items()}
+    if key in ("items", "additionalProperties", "not") and isinstance(value, dict):
+        return convert(value)
+    if key in _COMPOSITE:
+        return [convert(sub) for sub in value]
+    return value
+
+
+def _apply_kubernetes_semantics(node: dict, out: dict[str, Any]) -> None:
+    """What the API server's validation adds to `out`: int-or-string, strict fields, integer formats, list types."""
     if node.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
         out.setdefault("anyOf", [INT, STR])
@@ -105,6 +109,12 @@ def convert(node: dict) -> dict:
         out["uniqueItems"] = True
     elif node.get("x-kubernetes-list-type") == "map":
         out["listMapKeys"] = list(node.get("x-kubernetes-list-map-keys", []))
+
+
+def convert(node: dict) -> dict:
+    """One CRD structural-schema node as a strict JSON Schema (draft 4, as OpenAPI v3.0 is)."""
+    out: dict[str, Any] = {key: _convert_value(key, value) for key, value in node.items() if not _is_annotation(key)}
+    _apply_kubernetes_semantics(node, out)
     if node.get("nullable"):
         out = {"anyOf": [{"type": "null"}, out]}
     return out

@@ -260,10 +260,66 @@ def request_bytes(kind: str, ref: Reference) -> int:
 
 @dataclass
 class _Tally:
+    """What the workers of one closed-loop run share: requests left to send, and what came back."""
+
+    remaining: int
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     first_error: str = ""
+    ends: list[float] = field(default_factory=list)  # when each worker that warmed up sent its last request
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self) -> bool:
+        """Claim one of the remaining requests; False when none is left."""
+        with self.lock:
+            if self.remaining <= 0:
+                return False
+            self.remaining -= 1
+            return True
+
+    def fail(self, message: str) -> None:
+        with self.lock:
+            self.errors += 1
+            self.first_error = self.first_error or message
+
+    def succeed(self, latency_s: float) -> None:
+        with self.lock:
+            self.latencies.append(latency_s)
+
+    def finish(self) -> None:
+        with self.lock:
+            self.ends.append(time.perf_counter())
+
+
+def _send_until_done(send: Sender, tally: _Tally) -> None:
+    """Send back to back while requests remain."""
+    while tally.take():
+        t0 = time.perf_counter()
+        try:
+            send()
+        except Exception as exc:  # noqa: BLE001 - a failed or wrong response is an error, never a success
+            tally.fail(str(exc)[:300])
+            continue
+        tally.succeed(time.perf_counter() - t0)
+
+
+def _worker(factory: SenderFactory, warmup: int, tally: _Tally, start_gate: threading.Barrier) -> None:
+    """Build a sender and warm it up, wait for the common start, then send until the run is done."""
+    send = None
+    try:
+        send = factory()
+        for _ in range(warmup):
+            send()
+    except Exception as exc:  # noqa: BLE001 - reported as this run's error, the run goes on
+        tally.fail(f"warm-up: {exc}")
+        start_gate.wait()
+        if send is not None:
+            send.close()
+        return
+    start_gate.wait()
+    _send_until_done(send, tally)
+    tally.finish()
+    send.close()
 
 
 def closed_loop(label: str, factory: SenderFactory, concurrency: int, *, requests: int, warmup: int = 1) -> Run:
@@ -272,55 +328,18 @@ def closed_loop(label: str, factory: SenderFactory, concurrency: int, *, request
     Each worker builds its own sender (clients are not shared across threads) and warms up before a
     common start, so connection setup and first-call allocations stay out of the figures.
     """
-    tally, start_gate = _Tally(), threading.Barrier(concurrency + 1)
-    remaining = [requests]
-    ends: list[float] = []
-
-    def take() -> bool:
-        with tally.lock:
-            if remaining[0] <= 0:
-                return False
-            remaining[0] -= 1
-            return True
-
-    def worker() -> None:
-        send = None
-        try:
-            send = factory()
-            for _ in range(warmup):
-                send()
-        except Exception as exc:  # noqa: BLE001 - reported as this run's error, the run goes on
-            with tally.lock:
-                tally.errors += 1
-                tally.first_error = tally.first_error or f"warm-up: {exc}"
-            start_gate.wait()
-            if send is not None:
-                send.close()
-            return
-        start_gate.wait()
-        while take():
-            t0 = time.perf_counter()
-            try:
-                send()
-            except Exception as exc:  # noqa: BLE001 - a failed or wrong response is an error, never a success
-                with tally.lock:
-                    tally.errors += 1
-                    tally.first_error = tally.first_error or str(exc)[:300]
-                continue
-            with tally.lock:
-                tally.latencies.append(time.perf_counter() - t0)
-        with tally.lock:
-            ends.append(time.perf_counter())
-        send.close()
-
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    tally, start_gate = _Tally(requests), threading.Barrier(concurrency + 1)
+    threads = [
+        threading.Thread(target=_worker, args=(factory, warmup, tally, start_gate), daemon=True)
+        for _ in range(concurrency)
+    ]
     for t in threads:
         t.start()
     start_gate.wait()
     t0 = time.perf_counter()
     for t in threads:
         t.join()
-    wall = (max(ends) if ends else time.perf_counter()) - t0
+    wall = (max(tally.ends) if tally.ends else time.perf_counter()) - t0
     return Run(label, concurrency, wall, tally.latencies, tally.errors, first_error=tally.first_error)
 
 

@@ -124,6 +124,7 @@ def format_summary(summary: dict) -> str:
 
 _installed = False
 _user_stats: dict[int, dict] = {}
+_request_log: dict = {}  # "file" and its csv "writer" once --request-log is open
 
 
 def record_user_stream(user_id: int, result: Generation) -> None:
@@ -149,6 +150,50 @@ def _write_final_csv(environment, prefix: str) -> None:
             write(csv.writer(f))
 
 
+def _add_options(parser) -> None:
+    parser.add_argument(
+        "--request-log", env_var="LOCUST_REQUEST_LOG", default="",
+        help="append every request (time, type, name, response_ms, ok) to this CSV (the soak reads it)",
+    )  # fmt: skip
+
+
+def _open_request_log(environment, **_kw) -> None:
+    """Open --request-log for appending at the test's start; a new file gets the header row."""
+    path = getattr(environment.parsed_options, "request_log", "")
+    if path and "writer" not in _request_log:
+        _request_log["file"] = Path(path).open("a", newline="")
+        _request_log["writer"] = csv.writer(_request_log["file"])
+        if _request_log["file"].tell() == 0:
+            _request_log["writer"].writerow(REQUEST_LOG_FIELDS)
+
+
+def _log_request(request_type, name, response_time, exception=None, **_kw) -> None:
+    if "writer" in _request_log:
+        ok = int(exception is None)
+        _request_log["writer"].writerow((f"{time.time():.3f}", request_type, name, f"{response_time:.1f}", ok))
+
+
+def _write_users_csv(prefix: str) -> None:
+    """<prefix>_gpt2_users.csv: each user's GPT-2 requests, tokens, stream time and tokens/s."""
+    with open(f"{prefix}{USERS_CSV_SUFFIX}", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("user", "requests", "tokens", "stream_s", "tokens_per_s"))
+        for i, (_, t) in enumerate(sorted(_user_stats.items())):
+            rate = t["tokens"] / t["stream_s"] if t["stream_s"] else 0.0
+            writer.writerow((i, t["requests"], t["tokens"], f"{t['stream_s']:.3f}", f"{rate:.2f}"))
+
+
+def _finish(environment, **_kw) -> None:
+    """Close the request log; write the final stats CSVs and the per-user file when locust writes CSVs."""
+    if "file" in _request_log:
+        _request_log["file"].close()
+    prefix = getattr(environment.parsed_options, "csv_prefix", None)
+    if prefix:
+        _write_final_csv(environment, prefix)
+    if prefix and _user_stats:
+        _write_users_csv(prefix)
+
+
 def install() -> None:
     """Register the shared options and listeners once, however many locustfiles import this."""
     global _installed
@@ -157,41 +202,7 @@ def install() -> None:
     _installed = True
     from locust import events
 
-    @events.init_command_line_parser.add_listener
-    def _options(parser) -> None:
-        parser.add_argument(
-            "--request-log", env_var="LOCUST_REQUEST_LOG", default="",
-            help="append every request (time, type, name, response_ms, ok) to this CSV (the soak reads it)",
-        )  # fmt: skip
-
-    log: dict = {}
-
-    @events.test_start.add_listener
-    def _open_log(environment, **_kw) -> None:
-        path = getattr(environment.parsed_options, "request_log", "")
-        if path and "writer" not in log:
-            log["file"] = Path(path).open("a", newline="")
-            log["writer"] = csv.writer(log["file"])
-            if log["file"].tell() == 0:
-                log["writer"].writerow(REQUEST_LOG_FIELDS)
-
-    @events.request.add_listener
-    def _log(request_type, name, response_time, exception=None, **_kw) -> None:
-        if "writer" in log:
-            ok = int(exception is None)
-            log["writer"].writerow((f"{time.time():.3f}", request_type, name, f"{response_time:.1f}", ok))
-
-    @events.quitting.add_listener
-    def _finish(environment, **_kw) -> None:
-        if "file" in log:
-            log["file"].close()
-        prefix = getattr(environment.parsed_options, "csv_prefix", None)
-        if prefix:
-            _write_final_csv(environment, prefix)
-        if prefix and _user_stats:
-            with open(f"{prefix}{USERS_CSV_SUFFIX}", "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(("user", "requests", "tokens", "stream_s", "tokens_per_s"))
-                for i, (_, t) in enumerate(sorted(_user_stats.items())):
-                    rate = t["tokens"] / t["stream_s"] if t["stream_s"] else 0.0
-                    writer.writerow((i, t["requests"], t["tokens"], f"{t['stream_s']:.3f}", f"{rate:.2f}"))
+    events.init_command_line_parser.add_listener(_add_options)
+    events.test_start.add_listener(_open_request_log)
+    events.request.add_listener(_log_request)
+    events.quitting.add_listener(_finish)

@@ -15,7 +15,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from builders import gpt2
+from builders import gpt2, gpt2_load
 from builders.nets.gpt2 import greedy_torch
 from clients import gpt2 as client
 from clients.lib import payloads
@@ -30,7 +30,7 @@ MULTIBYTE = ["Oil 🛢️ check ✅ passed:", "油位正常，请检查。", "mi
 @pytest.fixture(scope="module")
 def reference():
     """The very torch model the builder exported (deterministic), with its tokenizer and dims."""
-    return gpt2.load(gpt2.Gpt2Config())
+    return gpt2_load.load(gpt2.Gpt2Config())
 
 
 def expected_greedy(reference, prompt: str, new_tokens: int) -> tuple[list[int], str]:

@@ -14,7 +14,7 @@ import torch
 from google.protobuf import text_format
 from tokenizers import Tokenizer
 
-from builders import gpt2
+from builders import gpt2, gpt2_decoder, gpt2_load
 from builders.errors import BuildError
 from builders.nets import gpt2 as nets
 from builders.triton_config import ModelConfig, OnnxModel, Target, model_config, read_config
@@ -35,9 +35,9 @@ class Exported:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    model, tokenizer, dims = gpt2.load(gpt2.Gpt2Config())
+    model, tokenizer, dims = gpt2_load.load(gpt2.Gpt2Config())
     path = tmp_path_factory.mktemp("gpt2_decoder") / "model.onnx"
-    gpt2.export_decoder(model, dims, path)
+    gpt2_decoder.export_decoder(model, dims, path)
     return Exported(model, tokenizer, dims, path)
 
 
@@ -68,7 +68,7 @@ def test_stand_in_model_vocab_matches_tokenizer_when_built_offline(tiny: Exporte
 
 
 def test_decoder_onnx_matches_torch_when_past_is_empty_or_not(tiny: Exported) -> None:
-    worst = gpt2.check_logits(tiny.model, tiny.dims, tiny.onnx_path)
+    worst = gpt2_decoder.check_logits(tiny.model, tiny.dims, tiny.onnx_path)
     assert worst < 1e-4
 
 
@@ -84,13 +84,13 @@ def test_decoder_onnx_has_contract_names_and_dynamic_axes_when_exported(tiny: Ex
 
 
 def test_onnx_greedy_loop_equals_generate_when_prompts_are_left_padded(tiny: Exported) -> None:
-    tokens = gpt2.check_greedy(tiny.model, tiny.tokenizer, tiny.dims, tiny.onnx_path)
-    assert tokens.shape == (len(gpt2.CHECK_PROMPTS), gpt2.CHECK_NEW_TOKENS)
+    tokens = gpt2_decoder.check_greedy(tiny.model, tiny.tokenizer, tiny.dims, tiny.onnx_path)
+    assert tokens.shape == (len(gpt2_decoder.CHECK_PROMPTS), gpt2_decoder.CHECK_NEW_TOKENS)
     assert len(set(tokens[0].tolist())) > 2  # initializer_range 0.1: greedy does not collapse onto one token
 
 
 def test_onnx_greedy_loop_pads_with_eos_like_generate_when_a_row_finishes_early(tiny: Exported) -> None:
-    prompts = gpt2.check_prompts(tiny.tokenizer)
+    prompts = gpt2_decoder.check_prompts(tiny.tokenizer)
     free = nets.greedy_onnx(nets.session(tiny.onnx_path), tiny.dims, prompts, 8)
     # Declare row 0's 4th greedy token the EOS: row 0 must stop there and be padded while row 1 runs on.
     dims = replace(tiny.dims, eos_token_id=int(free[0, 3]))
@@ -201,12 +201,12 @@ def test_build_refuses_max_slots_when_gpu_decoder_batch_is_smaller(tmp_path: Pat
 
 def test_load_raises_build_error_when_hub_model_is_not_cached() -> None:
     with pytest.raises(BuildError, match="HF_HUB_OFFLINE"):
-        gpt2.load(gpt2.Gpt2Config(model="tritonyard-test/no-such-gpt2"))
+        gpt2_load.load(gpt2.Gpt2Config(model="tritonyard-test/no-such-gpt2"))
 
 
 def test_load_raises_build_error_when_model_directory_is_missing(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="no such directory"):
-        gpt2.load(gpt2.Gpt2Config(model=str(tmp_path / "absent")))
+        gpt2_load.load(gpt2.Gpt2Config(model=str(tmp_path / "absent")))
 
 
 @pytest.mark.parametrize("tokenizer_files", ["tokenizer.json", "vocab+merges"])
@@ -218,7 +218,7 @@ def test_load_reads_local_checkpoint_when_saved_with_save_pretrained(
         tiny.tokenizer.save(str(tmp_path / "tokenizer.json"))
     else:
         tiny.tokenizer.model.save(str(tmp_path))  # vocab.json + merges.txt, as the slow tokenizer ships
-    model, tokenizer, dims = gpt2.load(gpt2.Gpt2Config(model=str(tmp_path)))
+    model, tokenizer, dims = gpt2_load.load(gpt2.Gpt2Config(model=str(tmp_path)))
     assert dims == tiny.dims
     text = "def f(x):\n    return x  # 世界"
     assert tokenizer.encode(text).ids == tiny.tokenizer.encode(text).ids
@@ -249,7 +249,7 @@ def test_load_tokenizes_like_transformers_when_tokenizer_config_adds_a_prefix_sp
     if tokenizer_files == "vocab+merges":
         Tokenizer.from_file(str(path / "tokenizer.json")).model.save(str(path))
         (path / "tokenizer.json").unlink()
-    _, tokenizer, _ = gpt2.load(gpt2.Gpt2Config(model=str(path)))
+    _, tokenizer, _ = gpt2_load.load(gpt2.Gpt2Config(model=str(path)))
     hf = AutoTokenizer.from_pretrained(path)
     for text in ("def main():", "x = 1", "a<|endoftext|>b"):
         assert tokenizer.encode(text).ids == hf(text).input_ids
@@ -259,7 +259,7 @@ def test_load_tokenizes_like_transformers_when_tokenizer_config_adds_a_prefix_sp
 def test_load_raises_build_error_when_tokenizer_has_tokens_without_logits(tiny: Exported, tmp_path: Path) -> None:
     path = _user_checkpoint(tiny, tmp_path, pad_token="[PAD]")  # added, but the embeddings were not resized
     with pytest.raises(BuildError, match=r"4097 tokens, the model only 4096 logits \(no logit for '\[PAD\]' "):
-        gpt2.load(gpt2.Gpt2Config(model=str(path)))
+        gpt2_load.load(gpt2.Gpt2Config(model=str(path)))
 
 
 def test_load_warns_and_keeps_tokenizer_eos_when_config_names_another_eos(
@@ -269,7 +269,7 @@ def test_load_warns_and_keeps_tokenizer_eos_when_config_names_another_eos(
     config = json.loads((path / "config.json").read_text())
     (path / "config.json").write_text(json.dumps({**config, "eos_token_id": 50256, "bos_token_id": 50256}))
     with caplog.at_level(logging.WARNING, logger="tritonyard.build"):
-        _, _, dims = gpt2.load(gpt2.Gpt2Config(model=str(path)))
+        _, _, dims = gpt2_load.load(gpt2.Gpt2Config(model=str(path)))
     assert (
         dims.eos_token_id == tiny.dims.eos_token_id == gpt2.nominal_dims(gpt2.Gpt2Config(model=str(path))).eos_token_id
     )
@@ -280,15 +280,15 @@ def test_load_raises_build_error_when_folder_has_no_tokenizer_files(tiny: Export
     tiny.model.save_pretrained(tmp_path)
     (tmp_path / "vocab.json").write_text("{}")  # merges.txt missing
     with pytest.raises(BuildError, match=r"no tokenizer.json, nor vocab.json \+ merges.txt"):
-        gpt2.load(gpt2.Gpt2Config(model=str(tmp_path)))
+        gpt2_load.load(gpt2.Gpt2Config(model=str(tmp_path)))
 
 
 def test_optimize_keeps_greedy_tokens_when_fusions_are_applied(tiny: Exported, tmp_path: Path) -> None:
     served = tmp_path / "model.onnx"
-    gpt2.optimize(gpt2.Gpt2Config(optimize=True), tiny.onnx_path, served, tiny.tokenizer, tiny.dims)
-    prompts = gpt2.check_prompts(tiny.tokenizer)
-    fused = nets.greedy_onnx(nets.session(served), tiny.dims, prompts, gpt2.CHECK_NEW_TOKENS)
-    reference = nets.greedy_onnx(nets.session(tiny.onnx_path), tiny.dims, prompts, gpt2.CHECK_NEW_TOKENS)
+    gpt2_decoder.optimize(gpt2.Gpt2Config(optimize=True), tiny.onnx_path, served, tiny.tokenizer, tiny.dims)
+    prompts = gpt2_decoder.check_prompts(tiny.tokenizer)
+    fused = nets.greedy_onnx(nets.session(served), tiny.dims, prompts, gpt2_decoder.CHECK_NEW_TOKENS)
+    reference = nets.greedy_onnx(nets.session(tiny.onnx_path), tiny.dims, prompts, gpt2_decoder.CHECK_NEW_TOKENS)
     assert np.array_equal(fused, reference)
     assert any(n.domain == "com.microsoft" for n in onnx.load(str(served)).graph.node)
 
@@ -297,7 +297,7 @@ def test_build_leaves_repository_untouched_when_a_check_fails(tmp_path: Path, mo
     def broken(*_args: object) -> float:
         raise BuildError("gpt2_decoder: forced failure")
 
-    monkeypatch.setattr(gpt2, "check_logits", broken)
+    monkeypatch.setattr(gpt2_decoder, "check_logits", broken)
     with pytest.raises(BuildError, match="forced failure"):
         gpt2.build(gpt2.Gpt2Config(), tmp_path)
     assert list(tmp_path.iterdir()) == []
@@ -314,9 +314,9 @@ def test_optimize_quantizes_and_checks_agreement_when_int8_is_asked(
     tiny: Exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     served = tmp_path / "model.onnx"
-    gpt2.optimize(gpt2.Gpt2Config(int8=True), tiny.onnx_path, served, tiny.tokenizer, tiny.dims)
+    gpt2_decoder.optimize(gpt2.Gpt2Config(int8=True), tiny.onnx_path, served, tiny.tokenizer, tiny.dims)
     assert served.stat().st_size < tiny.onnx_path.stat().st_size / 2
     assert any(n.op_type == "MatMulInteger" for n in onnx.load(str(served)).graph.node)
-    monkeypatch.setattr(gpt2, "MIN_INT8_AGREEMENT", 1.01)  # no model can reach it: the failure path
+    monkeypatch.setattr(gpt2_decoder, "MIN_INT8_AGREEMENT", 1.01)  # no model can reach it: the failure path
     with pytest.raises(BuildError, match="build without --int8"):
-        gpt2.optimize(gpt2.Gpt2Config(int8=True), tiny.onnx_path, served, tiny.tokenizer, tiny.dims)
+        gpt2_decoder.optimize(gpt2.Gpt2Config(int8=True), tiny.onnx_path, served, tiny.tokenizer, tiny.dims)

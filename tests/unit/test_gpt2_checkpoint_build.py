@@ -13,7 +13,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from builders import gpt2
+from builders import gpt2, gpt2_load
 from builders.triton_config import read_config
 from tests.helpers.gpt2_checkpoint import TEXTS, Checkpoint
 
@@ -56,7 +56,7 @@ def test_gpt2_builder_reads_tokenizer_like_transformers_when_only_vocab_json_and
     from transformers import GPT2TokenizerFast
 
     assert not (gpt2_checkpoint.bpe_files / gpt2.TOKENIZER_FILE).exists()
-    model, tokenizer, dims = gpt2.load(gpt2.Gpt2Config(model=str(gpt2_checkpoint.bpe_files)))
+    model, tokenizer, dims = gpt2_load.load(gpt2.Gpt2Config(model=str(gpt2_checkpoint.bpe_files)))
     from_files = GPT2TokenizerFast.from_pretrained(gpt2_checkpoint.bpe_files)
     served = Tokenizer.from_file(str(gpt2_checkpoint_repo / "gpt2" / "1" / gpt2.TOKENIZER_FILE))
     assert dims.eos_token_id == 0 and dims.vocab_size == tokenizer.get_vocab_size() == len(from_files)

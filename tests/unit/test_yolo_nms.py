@@ -18,10 +18,10 @@ from builders.nets.yolo import (
     MIN_OPSET,
     attach_nms,
     build_yolov8,
-    is_raw_head,
     nms_graph,
     reference_nms,
 )
+from builders.nets.yolo_import import is_raw_head
 
 NUM_CLASSES = 3
 

@@ -17,7 +17,8 @@ import pytest
 
 from builders import vision
 from builders.errors import BuildError
-from builders.nets.yolo import DETECTIONS, attach_nms, import_onnx, reference_nms
+from builders.nets.yolo import DETECTIONS, attach_nms, reference_nms
+from builders.nets.yolo_import import import_onnx
 from tritonyard_contract import DETECTIONS as DETECTIONS_SPEC
 from tritonyard_contract import LETTERBOXED
 
