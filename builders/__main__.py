@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from builders.errors import BuildError
+from builders.offline import stay_offline
 from builders.triton_config import Batching, Policy, QueueLimits
 
 DEFAULT_REPO = Path(__file__).resolve().parent.parent / "model_repository"
@@ -153,8 +154,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for var, value in {"HF_HUB_OFFLINE": "1", "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False"}.items():
-        os.environ.setdefault(var, value)
+    stay_offline()
     from builders import repository  # heavy imports (torch) after argument parsing
 
     start = time.perf_counter()

@@ -12,7 +12,6 @@ every network), so `-m "unit and not slow"` never builds it.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -20,8 +19,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-for _var, _value in {"HF_HUB_OFFLINE": "1", "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False"}.items():
-    os.environ.setdefault(_var, _value)
+from builders.offline import stay_offline  # noqa: E402 - after the sys.path insert above
+
+stay_offline()
 
 TESTS = Path(__file__).resolve().parent
 TIERS = ("unit", "model_py", "integration")

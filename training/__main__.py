@@ -21,6 +21,8 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from builders.offline import stay_offline
+
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "weights" / "clo"
 YOLO_FILE, OIL_FILE, METRICS_FILE = "yolov8n_clo.pt", "oil_effnetv2s.pt", "metrics.json"
 FULL_SIZES = {"train": 320, "val": 40, "test": 70}
@@ -62,8 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for var, value in {"HF_HUB_OFFLINE": "1", "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False"}.items():
-        os.environ.setdefault(var, value)
+    stay_offline()
     import torch
 
     torch.set_num_threads(os.cpu_count() or 2)

@@ -3,8 +3,6 @@ reference NMS. Importing a user's ONNX detector is builders.nets.yolo_import."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +11,11 @@ import torch
 from onnx import TensorProto, compose, helper, numpy_helper
 
 from builders.errors import BuildError
+from builders.offline import stay_offline
 
-# ultralytics reads these at import time; without them it tries to download fonts/weights and write to ~/.config.
-os.environ.setdefault("YOLO_OFFLINE", "1")
-os.environ.setdefault("YOLO_AUTOINSTALL", "False")
-if "YOLO_CONFIG_DIR" not in os.environ:
-    os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="ultralytics-")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-from ultralytics.nn.modules import Detect, v10Detect
-from ultralytics.nn.tasks import DetectionModel, load_checkpoint
+stay_offline()  # before ultralytics, which reads the variables when imported
+from ultralytics.nn.modules import Detect, v10Detect  # noqa: E402
+from ultralytics.nn.tasks import DetectionModel, load_checkpoint  # noqa: E402
 
 DETECTIONS = 300  # rows of the output, zero padded
 MIN_OPSET = 13  # Unsqueeze/Squeeze/Pad take axes and pads as inputs from opset 13 on

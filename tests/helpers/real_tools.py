@@ -19,12 +19,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from builders.offline import OFFLINE_ENV
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str, timeout: int = 900) -> None:
     """Run this module in a child with `args`; fail with the child's stderr tail."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **OFFLINE_ENV}
     proc = subprocess.run(
         [sys.executable, "-m", "tests.helpers.real_tools", *args],
         cwd=ROOT,
