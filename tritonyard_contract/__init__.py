@@ -4,10 +4,13 @@
 - `geometry`: the letterbox rule (frame and detector) and its inverse for clients, `to_source_boxes`;
 - `protocol`: capacity-refusal words and the admin key's header and variable names;
 - `params`: typed config.pbtxt `parameters` for model.py files (`ModelParams`, `param`);
-- `onnx_session`: the one onnxruntime session factory (onnxruntime imported only when called).
+- `onnx_session`: the one onnxruntime session factory (onnxruntime imported only when called);
+- `images`: which encoded images the pipeline accepts (`decode`, `ImageError`) and the UINT8 4K frame
+  (`to_frame_u8`), for the image_decoder model and the clients; it needs Pillow, so import it by name.
 
-Standard library and numpy only. The builder copies this package into every Python-backend model's
-version folder (a model imports nothing else of ours), and the KServe image ships it beside the probes.
+Standard library and numpy only (Pillow in `images`, which this file does not import). The builder
+copies this package into every Python-backend model's version folder (a model imports nothing else of
+ours), and the KServe image ships it beside the probes.
 """
 
 from tritonyard_contract.geometry import (

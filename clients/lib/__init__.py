@@ -1,7 +1,7 @@
 """The one client library: every program that talks to the served models builds on it.
 
 - `payloads`: request tensors for tritonclient (frames, image bytes, generation inputs, requested outputs);
-- `images`: client-side decoding, letterboxed with the contract's geometry (bit-identical to the server's);
+- `images`: the contract's image decoding (the server's, without its caps) and the FP32 frame for `ensemble`;
 - `shm`: a system shared-memory region whose every failure path unregisters and frees it;
 - `checks`: output checks of a pipeline answer (shapes, finiteness, ranges) and of a generation;
 - `timing`: one definition of TTFT, inter-token latency and tokens/s;

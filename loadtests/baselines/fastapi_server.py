@@ -19,9 +19,10 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
+from clients.lib.images import to_frame
 from loadtests.bench_vision import InProcessChain
-from python_backends.image_decoder import frames
 from tritonyard_contract import FRAME
+from tritonyard_contract.images import ImageError, decode
 
 MAX_BYTES, MAX_PIXELS = 32 * 1024 * 1024, 7680 * 4320  # the same caps as image_decoder's defaults
 FRAME_BYTES = int(np.prod(FRAME.dims)) * 4
@@ -50,11 +51,11 @@ def create_app(repository: Path, threads: int) -> FastAPI:
 
         def decode_and_answer() -> dict:
             try:
-                image = frames.decode(body, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
-            except frames.ImageError as exc:
+                image = decode(body, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+            except ImageError as exc:
                 raise HTTPException(400, str(exc)) from None
             # The decoder's UINT8 HWC frame as `ensemble`'s FP32 CHW (what ensemble_jpeg's _u8 steps read as bytes).
-            return answer(frames.to_frame_u8(image).transpose(2, 0, 1).astype(np.float32, order="C"))
+            return answer(to_frame(image))
 
         return await run_in_threadpool(decode_and_answer)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from frames import ImageError, decode, to_frame_u8
+from tritonyard_contract.images import ImageError, decode, to_frame_u8
 from tritonyard_contract.params import ModelParams, param
 from tritonyard_contract.tensors import FRAME_U8, IMAGE_BYTES
 

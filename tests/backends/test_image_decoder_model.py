@@ -1,4 +1,5 @@
-"""image_decoder's model.py and frames.py from its built version folder, driven through the stubbed pb_utils."""
+"""image_decoder's model.py (and the contract's images module) from its built version folder, driven through the
+stubbed pb_utils."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from PIL import Image
 from builders import repository, vision
 from builders.triton_config import Target
 from clients.lib import images
-from python_backends.image_decoder import frames
 from tests.backends.pb_utils_stub import Request, TritonError, load_model, output
 from tests.helpers.images import BAD, encode, small_image
 from tritonyard_contract import FRAME_U8, Letterbox, frame_letterbox
+from tritonyard_contract.images import decode, to_frame_u8
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +47,9 @@ def test_image_decoder_returns_client_side_frame_when_jpeg_is_valid(decoder) -> 
     [response] = decoder.execute([request(data)])
     assert not response.has_error()
     got = output(response, FRAME_U8.name)
-    image = frames.decode(data, max_bytes=1 << 30, max_pixels=1 << 30)
+    image = decode(data, max_bytes=1 << 30, max_pixels=1 << 30)
     assert got.shape == (1, *FRAME_U8.dims) and got.dtype == np.uint8
-    np.testing.assert_array_equal(got[0], frames.to_frame_u8(image))
+    np.testing.assert_array_equal(got[0], to_frame_u8(image))
     # The client's own decoding (clients.lib.images) makes exactly the same pixels for `ensemble`.
     client_frame = images.to_frame(images.decode(data))
     np.testing.assert_array_equal(got[0].transpose(2, 0, 1).astype(np.float32), client_frame)

@@ -36,7 +36,7 @@ def test_model_code_never_unpickles_when_parsed(model_repo: Path) -> None:
 def test_execute_paths_never_touch_files_when_models_are_parsed(model_repo: Path) -> None:
     checked = {}
     for model, paths in served_sources(model_repo).items():
-        reached, offending = execute_reach({p.name: p.read_text() for p in paths})
+        reached, offending = execute_reach({p.as_posix(): p.read_text() for p in paths})
         assert "execute" in reached, model
         assert offending == [], model
         checked[model] = len(reached)

@@ -51,9 +51,9 @@ def pickle_uses(source: str) -> list[str]:
 
 
 def served_sources(model_repo: Path) -> dict[str, list[Path]]:
-    """The Python files of each built version folder (what Triton runs), by model."""
+    """The Python files of each built version folder (what Triton runs), by model, the shipped contract included."""
     return {
-        folder.parent.name: sorted(folder.glob("*.py"))
+        folder.parent.name: sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
         for folder in sorted(model_repo.glob("*/[0-9]*"))
         if (folder / "model.py").is_file()
     }

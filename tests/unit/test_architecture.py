@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,8 +41,17 @@ def test_clients_import_no_builder_or_server_code(path: Path) -> None:
 @pytest.mark.parametrize("path", sources("tritonyard_contract"), ids=lambda p: str(p.relative_to(ROOT)))
 def test_contract_needs_only_the_standard_library_and_numpy(path: Path) -> None:
     allowed = set(sys.stdlib_module_names) | {"numpy", "tritonyard_contract"}
+    if path.name == "images.py":
+        allowed.add("PIL")  # image acceptance needs Pillow; the package's __init__ does not import it
     assert imports(path, top_level_only=True) <= allowed
     assert imports(path) <= allowed | {"onnxruntime"}  # onnxruntime only inside the session factory
+
+
+def test_importing_the_contract_loads_no_pillow_or_onnxruntime() -> None:
+    """The readiness probe and the text models import the contract too: only `images` needs Pillow."""
+    code = "import sys, tritonyard_contract.params; print(sorted({'PIL', 'onnxruntime'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
 
 
 @pytest.mark.parametrize("path", sources("python_backends"), ids=lambda p: str(p.relative_to(ROOT)))
@@ -58,4 +68,4 @@ def test_builder_ships_the_contract_beside_every_model_py(tmp_path: Path) -> Non
         p.relative_to(ROOT).as_posix() for p in (ROOT / "tritonyard_contract").glob("*.py")
     )  # the package's modules, no bytecode
     assert shipped == expected
-    assert {"model.py", "frames.py"} <= {p.name for p in version.glob("*.py")}
+    assert [p.name for p in version.glob("*.py")] == ["model.py"]  # image decoding is the contract's images module

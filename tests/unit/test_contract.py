@@ -1,4 +1,4 @@
-"""tritonyard_contract on its own: typed model parameters, tensor dtypes, the frame placement."""
+"""tritonyard_contract on its own: typed model parameters, tensor dtypes, the frame placement, image acceptance."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers.images import BAD, png_with_size
 from tritonyard_contract import FRAME, IMAGE_BYTES, SEED, frame_letterbox, place_in_frame
+from tritonyard_contract.images import ImageError, decode
 from tritonyard_contract.params import ModelParams, param
 
 
@@ -62,3 +64,19 @@ def test_place_in_frame_equals_pasting_onto_a_gray_canvas() -> None:
     np.testing.assert_array_equal(place_in_frame(np.asarray(resized), box), np.asarray(canvas))
     with pytest.raises(ValueError, match="letterbox needs"):
         place_in_frame(np.zeros((2, 2, 3), np.uint8), box)
+
+
+def test_decode_applies_caps_only_when_given() -> None:
+    """The server passes its caps; a client passes none and refuses only what it cannot turn into a frame."""
+    data = BAD["too many bytes"][0]
+    with pytest.raises(ImageError, match="above the limit of 2000000"):
+        decode(data, max_bytes=2_000_000, max_pixels=1 << 30)
+    with pytest.raises(ImageError, match="not a decodable image"):
+        decode(data)  # uncapped: refused for what it is, not for its size
+    bomb = png_with_size(100_000, 100_000)  # past Pillow's own decompression-bomb guard
+    with pytest.raises(ImageError, match=r"above the limit of 1000 pixels \(.*decompression bomb"):
+        decode(bomb, max_bytes=1 << 30, max_pixels=1000)
+    with pytest.raises(ImageError, match="not a decodable image: .*decompression bomb"):
+        decode(bomb)
+    with pytest.raises(ImageError, match=r"image is 100x100 = 10000 pixels, above the limit of 9999"):
+        decode(png_with_size(100, 100), max_bytes=1 << 30, max_pixels=9999)  # refused before any pixel is decoded

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from python_backends.image_decoder import frames
 from tritonyard_contract import DET_LETTERBOX, Letterbox, frame_letterbox, to_source_boxes
+from tritonyard_contract.images import to_frame_u8
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def source_boxes(case: Case, n: int, seed: int) -> np.ndarray:
 def test_hand_derived_geometry_is_where_the_decoder_pastes_the_image(name: str) -> None:
     """The table itself is checked against the real letterbox: a solid image's footprint in the frame."""
     case = CASES[name]
-    frame = frames.to_frame_u8(Image.new("RGB", (case.width, case.height), (200, 30, 60)))
+    frame = to_frame_u8(Image.new("RGB", (case.width, case.height), (200, 30, 60)))
     inside = frame[:, :, 1] < 72  # 30 inside the image, 114 in the gray bands
     ys, xs = np.nonzero(inside.any(axis=1))[0], np.nonzero(inside.any(axis=0))[0]
     assert (xs[0], ys[0]) == case.frame_pad

@@ -46,7 +46,7 @@ def test_vision_build_writes_every_model_when_target_is_cpu(model_repo: Path) ->
     for name in ONNX_MODELS:
         assert (model_repo / name / "1" / "model.onnx").is_file()
         assert int(parsed(model_repo)[name].parameters["intra_op_threads"].string_value) >= 1
-    assert (model_repo / "image_decoder" / "1" / "frames.py").is_file()
+    assert (model_repo / "image_decoder" / "1" / "tritonyard_contract" / "images.py").is_file()
 
 
 def _dtype_dims(t) -> tuple[int, list[int]]:
