@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from builders.nets.efficientnet_v2 import EfficientNetV2S, OilLevelRegressor, StochasticDepth
+from builders.nets.efficientnet_v2 import OilLevelRegressor, StochasticDepth
 from builders.nets.frame_ops import CropBestBoxU8, LetterboxFrameU8
 from builders.nets.yolo import build_yolov8, reference_nms
 from training.dataset import Frame, read_manifest
@@ -35,12 +35,15 @@ MATCH_IOU = 0.5
 class OilRecipe:
     """Progressive resizing in (crop side, steps) stages; the last one trains at the served 384.
 
-    Steps, not epochs: one step at 384 costs 9 at 128 on this CPU, so the budget is set per stage."""
+    Steps, not epochs: one full step at 384 costs about 9 at 128 on this CPU, so the budget is set per stage. At
+    the served side the first `frozen_at_served` feature stages (the high-resolution ones, where most of the
+    backward cost lies) run without gradients, which buys several times more steps at the size that is served."""
 
-    stages: tuple[tuple[int, int], ...] = ((128, 500), (192, 80), (384, 12))  # (crop side, optimizer steps)
+    stages: tuple[tuple[int, int], ...] = ((128, 400), (256, 60), (384, 50))  # (crop side, optimizer steps)
+    frozen_at_served: int = 4  # of the 8 feature stages; they keep what the smaller sides taught them
     recalibrate: int = 256  # crops whose 384 px statistics replace BatchNorm's running ones at the end (FixRes)
     batch: int = 16
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.05
     jitter_copies: int = 1  # jittered labelled boxes per oiler, beside the detected box
     seed: int = 0
@@ -137,6 +140,38 @@ def _resize(x: torch.Tensor, side: int) -> torch.Tensor:
     return x if side == x.shape[-1] else F.interpolate(x, size=(side, side), mode="bilinear", antialias=True)
 
 
+def _at_side(crops: np.ndarray, side: int) -> np.ndarray:
+    """All crops resized to `side` once per stage (uint8), not once per step."""
+    if side == crops.shape[-1]:
+        return crops
+    out = np.empty((len(crops), 3, side, side), np.uint8)
+    for i in range(0, len(crops), 64):
+        x = torch.from_numpy(crops[i : i + 64]).float()
+        out[i : i + 64] = _resize(x, side).round().clamp(0, 255).to(torch.uint8).numpy()
+    return out
+
+
+def _schedule(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then one cosine over every stage's steps."""
+    warmup = min(30, total // 10)
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
+        ),
+    )
+
+
+def _logits(model: OilLevelRegressor, x: torch.Tensor, frozen: int) -> torch.Tensor:
+    """The regression logit; the first `frozen` feature stages run in training mode but without gradients."""
+    x = (x - model.mean) / model.std
+    if frozen:
+        with torch.no_grad():
+            x = model.features[:frozen](x)
+    x = model.features[frozen:](x)
+    return model.classifier(torch.flatten(model.avgpool(x), 1))[:, 0]
+
+
 def train(crops: np.ndarray, levels: np.ndarray, recipe: OilRecipe) -> OilLevelRegressor:
     """AdamW with one cosine schedule over all stages; returns the model in eval mode."""
     torch.manual_seed(recipe.seed)
@@ -149,26 +184,24 @@ def train(crops: np.ndarray, levels: np.ndarray, recipe: OilRecipe) -> OilLevelR
             m.p = 0.0
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     total = sum(n for _, n in recipe.stages)
-    warmup = min(30, total // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: (
-            (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
-        ),
-    )
+    sched = _schedule(opt, total)
     target_all = torch.from_numpy(levels)
     step, start, order = 0, time.perf_counter(), torch.zeros(0, dtype=torch.long)
     for side, steps in recipe.stages:
+        staged = _at_side(crops, side)
+        frozen = recipe.frozen_at_served if side == CROP_SIZE else 0
+        # NHWC convolutions are faster on this CPU from 256 px up, slower below.
+        layout = torch.channels_last if side >= 256 else torch.contiguous_format
+        model = model.to(memory_format=layout)
         losses = []
         for _ in range(steps):
             if len(order) < recipe.batch:  # a new shuffled pass over the crops
                 order = torch.randperm(len(crops), generator=gen)
             idx, order = order[: recipe.batch], order[recipe.batch :]
-            x = torch.from_numpy(crops[idx.numpy()]).float() / 255
-            x = _resize(_augment(x, gen), side)
+            x = _augment(torch.from_numpy(staged[idx.numpy()]).float() / 255, gen).contiguous(memory_format=layout)
             # Cross-entropy on the logit under the served sigmoid: its gradient (p - level) never vanishes, where
             # an L1/L2 loss on sigmoid*100 stalls once the sigmoid saturates (what a from-scratch start does).
-            logits = EfficientNetV2S.forward(model, (x - model.mean) / model.std)[:, 0]
+            logits = _logits(model, x, frozen)
             loss = F.binary_cross_entropy_with_logits(logits, target_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -185,6 +218,7 @@ def train(crops: np.ndarray, levels: np.ndarray, recipe: OilRecipe) -> OilLevelR
                     float(np.mean(losses[-20:])),
                     time.perf_counter() - start,
                 )
+    model = model.to(memory_format=torch.contiguous_format)
     _recalibrate_batchnorm(model, crops[: recipe.recalibrate], recipe.batch)
     return model.eval()
 

@@ -12,6 +12,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from builders.offline import stay_offline
+
 log = logging.getLogger("tritonyard.train")
 
 
@@ -23,6 +25,9 @@ class YoloRecipe:
     epochs: int = 20
     batch: int = 16
     close_mosaic: int = 4  # last epochs without mosaic: whole frames, as served
+    # Random zoom in 1 +- scale. Up to 1.9x at 320 covers the object sizes the served 640 sees (2x): without it the
+    # detector is under-confident at 640, and the served pipeline keeps only scores >= 0.25.
+    scale: float = 0.9
     finetune_imgsz: int = 640  # then a fine-tune at the served 640 (a second ultralytics run from best.pt)
     finetune_epochs: int = 2
     seed: int = 0
@@ -30,13 +35,23 @@ class YoloRecipe:
 
 def offline_ultralytics() -> None:
     """ultralytics must not reach a hub, install packages or write plots; torchvision must import (the shim)."""
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="ultralytics-"))
+    stay_offline()
     from training import torchvision_shim
 
     torchvision_shim.install()
+    all_cores()
+
+
+def all_cores() -> None:
+    """Give torch every core again. ultralytics keeps one for data-loader workers: importing it sets
+    OMP_NUM_THREADS=1 where unset, and each train/val/predict call sets torch to cpu_count - 1 threads. Training
+    here loads data in the main process (workers=0), so on 2 cores that would halve the speed of everything."""
+    import torch
+    from ultralytics.utils import torch_utils
+
+    cores = os.cpu_count() or 1
+    torch_utils.NUM_THREADS = cores  # what select_device() sets
+    torch.set_num_threads(cores)
 
 
 def train(data_yaml: Path, out: Path, recipe: YoloRecipe, base: Path | None = None) -> Path:
@@ -46,7 +61,16 @@ def train(data_yaml: Path, out: Path, recipe: YoloRecipe, base: Path | None = No
     offline_ultralytics()
     runs = Path(tempfile.mkdtemp(prefix="yolo-runs-"))
     if base is None:
-        best = _run("yolov8n.yaml", data_yaml, runs / "base", recipe.imgsz, recipe.epochs, recipe.close_mosaic, recipe)
+        best = _run(
+            "yolov8n.yaml",
+            data_yaml,
+            runs / "base",
+            recipe.imgsz,
+            recipe.epochs,
+            recipe.close_mosaic,
+            recipe,
+            scale=recipe.scale,
+        )
     else:
         best = runs / "base.pt"
         shutil.copyfile(base, best)
