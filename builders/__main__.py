@@ -20,8 +20,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m builders",
         description="Export models to ONNX and write a Triton model repository. Without weights, the vision models "
-        "use the stand-ins `make train` trained on synthetic CLO frames (weights/clo), and GPT-2 gets deterministic "
-        "random weights; --random-weights makes the vision models random too (a loud warning says so).",
+        "use the stand-ins `make train` trained on synthetic CLO frames (weights/clo), and GPT-2 the small one "
+        "`make train-gpt2` trained on Shakespeare (weights/gpt2); --random-weights gives seeded random weights "
+        "instead (a loud warning says so).",
     )
     p.add_argument(
         "pipeline",
@@ -59,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--random-weights",
         action="store_true",
-        help="vision: seeded random weights instead of the trained stand-ins (plumbing only; outputs are meaningless)",
+        help="seeded random weights instead of the trained stand-ins, for vision and GPT-2 (GPT-2: the --gpt2-size "
+        "shape, tiny by default); plumbing only, outputs are meaningless",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random stand-in weights (default 0)")
     p.add_argument(
@@ -123,13 +125,13 @@ def _parser() -> argparse.ArgumentParser:
     gpt2.add_argument(
         "--model",
         help="GPT-2 checkpoint: a save_pretrained directory, or a hub name already in the local HF cache "
-        "(default: an offline stand-in with random weights)",
+        "(default: the trained stand-in in weights/gpt2, a small GPT-2 trained on Shakespeare)",
     )
     gpt2.add_argument(
         "--gpt2-size",
         choices=["tiny", "124m"],
-        default="tiny",
-        help="shape of the offline stand-in: tiny (2 layers, 128 wide) or 124m (GPT-2 small); ignored with --model",
+        help="GPT-2 gets the random-weight stand-in of this shape (as with --random-weights): tiny (2 layers, "
+        "128 wide) or 124m (GPT-2 small's shape, for benchmarks); ignored with --model",
     )
     gpt2.add_argument("--optimize", action="store_true", help="serve the decoder with onnxruntime transformer fusions")
     gpt2.add_argument("--int8", action="store_true", help="serve the decoder dynamically quantized to int8 (CPU)")
@@ -288,7 +290,8 @@ def _build_gpt2(args: argparse.Namespace, policies: dict[str, Policy]) -> None:
             tensorrt_fp16=args.tensorrt_fp16,
             dynamic_batching=not args.no_dynamic_batching,
             model=args.model,
-            size=args.gpt2_size,
+            random_weights=args.random_weights or args.gpt2_size is not None,
+            size=args.gpt2_size or "tiny",
             optimize=args.optimize,
             int8=args.int8,
             seed=args.seed,

@@ -1,9 +1,9 @@
 """The GPT-2 text generation builder: a KV-cache ONNX decoder, tokenizer models and the generate models.
 
-`build(cfg, out_dir)` loads GPT-2 (a local checkpoint, or an offline stand-in with random weights and a BPE
-trained on Python's stdlib; builders.gpt2_load), exports the decoder, checks it against torch and `generate`
-(builders.gpt2_decoder), and writes gpt2_decoder, gpt2_tokenizer, gpt2_detokenizer, gpt2 and gpt2_stream.
-Run it as `python -m builders gpt2`.
+`build(cfg, out_dir)` loads GPT-2 (builders.gpt2_load: a local checkpoint; by default the trained stand-in in
+weights/gpt2; with `random_weights` an offline stand-in with random weights and a BPE trained on Python's stdlib),
+exports the decoder, checks it against torch and `generate` (builders.gpt2_decoder), and writes gpt2_decoder,
+gpt2_tokenizer, gpt2_detokenizer, gpt2 and gpt2_stream. Run it as `python -m builders gpt2`.
 """
 
 from __future__ import annotations
@@ -48,13 +48,14 @@ MODELS = (DECODER, "gpt2_tokenizer", "gpt2_detokenizer", "gpt2", "gpt2_stream")
 
 @dataclass(frozen=True)
 class Gpt2Config:
-    """What to build; the defaults are the offline stand-in (random weights, tiny, cpu target)."""
+    """What to build; the defaults are the trained stand-in (weights/gpt2) on the cpu target."""
 
     device: Device = "cpu"
     tensorrt_fp16: bool = False
     dynamic_batching: bool = True
-    model: str | None = None  # HF hub name (in the local cache) or a save_pretrained dir; None = offline stand-in
-    size: Literal["tiny", "124m"] = "tiny"  # offline stand-in shape; ignored when model is given
+    model: str | None = None  # HF hub name (in the local cache) or a save_pretrained dir; None = a stand-in
+    random_weights: bool = False  # no model: the random-weight stand-in of `size` instead of the trained one
+    size: Literal["tiny", "124m"] = "tiny"  # random-weight stand-in shape; only used with random_weights
     optimize: bool = False  # onnxruntime transformer fusions (model_type gpt2)
     int8: bool = False  # dynamic int8 quantization of the MatMuls
     seed: int = 0
@@ -81,23 +82,46 @@ class Gpt2Config:
     def target(self) -> Target:
         return Target(self.device, self.tensorrt_fp16, self.dynamic_batching, self.queue)
 
+    @property
+    def checkpoint(self) -> str | None:
+        """The folder (or cached hub name) to load: `model`, else the trained stand-in; None: the random stand-in."""
+        if self.model is not None:
+            return self.model
+        if self.random_weights:
+            return None
+        if not (gpt2_load.TRAINED_STAND_IN / "config.json").is_file():
+            raise BuildError(
+                f"the trained GPT-2 stand-in {gpt2_load.TRAINED_STAND_IN} is missing: run `make train-gpt2` to make "
+                "it, pass --model DIR, or build with --random-weights (plumbing only)"
+            )
+        return str(gpt2_load.TRAINED_STAND_IN)
+
+    @property
+    def source(self) -> str:
+        """What the build serves, in words."""
+        if self.model is not None:
+            return self.model
+        return f"random-weight stand-in ({self.size})" if self.random_weights else "trained stand-in"
+
 
 # --- specs ---
 
 
 def nominal_dims(cfg: Gpt2Config) -> Gpt2Dims:
-    """Decoder dims without loading weights: the stand-in's shape, or the checkpoint's config.json and tokenizer."""
-    if cfg.model is None:
+    """Decoder dims without loading weights: the random stand-in's shape, or the checkpoint's config.json and
+    tokenizer (the trained stand-in's by default)."""
+    checkpoint = cfg.checkpoint
+    if checkpoint is None:
         shape = nets.STAND_INS[cfg.size]
         hf = nets.GPT2Config(
             vocab_size=shape.vocab_size, n_positions=shape.n_positions, n_embd=shape.n_embd,
             n_layer=shape.n_layer, n_head=shape.n_head,
         )  # fmt: skip
         return Gpt2Dims.of(hf, shape.vocab_size - 1)
-    hf = gpt2_load.load_offline(nets.GPT2Config.from_pretrained, cfg.model)
+    hf = gpt2_load.load_offline(nets.GPT2Config.from_pretrained, checkpoint)
     # The tokenizer's EOS, as `load` uses: config.json's can be missing, or GPT2Config's default 50256 of a
     # checkpoint with a smaller vocabulary.
-    return Gpt2Dims.of(hf, gpt2_load.pretrained_tokenizer(cfg.model)[1])
+    return Gpt2Dims.of(hf, gpt2_load.pretrained_tokenizer(checkpoint)[1])
 
 
 def specs(cfg: Gpt2Config, dims: Gpt2Dims | None = None) -> list[ModelSpec]:
@@ -173,12 +197,12 @@ def build(cfg: Gpt2Config, out_dir: Path) -> list[str]:
             "(the generate loop sends all slots to it in one BLS request)"
         )
     optimizing = cfg.optimize or cfg.int8
-    source = cfg.model or f"offline stand-in ({cfg.size})"
-    steps = progress.Progress(f"gpt2 ({source}), {cfg.device} target -> {out_dir}", 6 if optimizing else 5)
+    loading = "build the stand-in GPT-2 and train its BPE" if cfg.checkpoint is None else "load GPT-2 and its tokenizer"
+    steps = progress.Progress(f"gpt2 ({cfg.source}), {cfg.device} target -> {out_dir}", 6 if optimizing else 5)
     with repository.staged(out_dir, list(MODELS)) as repo:
         served = repository.version_dir(repo, DECODER) / "model.onnx"
         fp32 = repo / "work" / "decoder_fp32.onnx" if optimizing else served  # `work/` goes with the staging dir
-        with steps.step("load GPT-2 and its tokenizer" if cfg.model else "build the stand-in GPT-2 and train its BPE"):
+        with steps.step(loading):
             model, tokenizer, dims = gpt2_load.load(cfg)
         with steps.step("export gpt2_decoder (KV cache) and compare logits with torch"):
             gpt2_decoder.export_decoder(model, dims, fp32, cfg.seed)

@@ -1,5 +1,6 @@
 """Loading GPT-2 for the builder: a local checkpoint (offline, through transformers) and the tokenizer it was
-trained with, or the offline stand-in (random weights, a BPE trained on Python's stdlib sources)."""
+trained with. Without --model that checkpoint is the trained stand-in `make train-gpt2` saved in weights/gpt2 (read
+like any user's folder); --random-weights gives the random-weight stand-in (a BPE trained on Python's stdlib)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+import torch
 from tokenizers import Tokenizer
 
 from builders import progress
@@ -22,6 +24,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("tritonyard.build")
 
 TOKENIZER_FILE = "tokenizer.json"  # every model that tokenizes ships its own copy in its version folder
+# The trained stand-in (committed): a save_pretrained folder, loaded like --model DIR unless --random-weights.
+TRAINED_STAND_IN = Path(__file__).resolve().parent.parent / "weights" / "gpt2"
+TRAINED_NOTE = "trained on Shakespeare by `make train-gpt2` (training/gpt2.py), not a production model"
 T = TypeVar("T")
 
 
@@ -126,9 +131,21 @@ def _check_vocab(model: nets.GPT2LMHeadModel, tokenizer: Tokenizer, eos: int, na
         )  # fmt: skip
 
 
+def announce_trained_stand_in(folder: Path) -> None:
+    """Say what the default GPT-2 is, so nobody mistakes the demo's text for a real GPT-2's."""
+    bar = "=" * 78
+    log.info(
+        "%s\n== gpt2: the trained stand-in %s, %s.\n== Pass --model DIR for a real GPT-2 (--random-weights: "
+        "random stand-ins).\n%s",
+        bar, folder, TRAINED_NOTE, bar,
+    )  # fmt: skip
+
+
 def load(cfg: Gpt2Config) -> tuple[nets.GPT2LMHeadModel, Tokenizer, Gpt2Dims]:
-    """The model (eval, eager attention), its tokenizer and dims; the stand-in when `cfg.model` is None."""
-    if cfg.model is None:
+    """The model (eval, eager attention, FP32), its tokenizer and dims: `cfg.checkpoint` (--model, else the trained
+    stand-in), or the random-weight stand-in when that is None."""
+    checkpoint = cfg.checkpoint
+    if checkpoint is None:
         shape = nets.STAND_INS[cfg.size]
         tokenizer = nets.train_tokenizer(shape.vocab_size, shape.corpus_chars)
         vocab, eos = tokenizer.get_vocab_size(), tokenizer.token_to_id(EOS_TOKEN)
@@ -140,11 +157,17 @@ def load(cfg: Gpt2Config) -> tuple[nets.GPT2LMHeadModel, Tokenizer, Gpt2Dims]:
                 "  gpt2: the BPE trainer reached %d tokens, not %d; vocab_size is %d", vocab, shape.vocab_size, vocab
             )
     else:
-        model = load_offline(nets.GPT2LMHeadModel.from_pretrained, cfg.model, attn_implementation="eager").eval()
+        if cfg.model is None:
+            announce_trained_stand_in(Path(checkpoint))
+        # FP32 whatever the checkpoint stores (transformers' default dtype "auto" keeps an FP16 file's FP16):
+        # the served decoder and the checks against generate run in FP32.
+        model = load_offline(
+            nets.GPT2LMHeadModel.from_pretrained, checkpoint, attn_implementation="eager", dtype=torch.float32
+        ).eval()
         if model.config.model_type != "gpt2":
-            raise BuildError(f"{cfg.model} is a {model.config.model_type!r} model, not gpt2")
-        tokenizer, eos = pretrained_tokenizer(cfg.model)
-        _check_vocab(model, tokenizer, eos, cfg.model)
+            raise BuildError(f"{checkpoint} is a {model.config.model_type!r} model, not gpt2")
+        tokenizer, eos = pretrained_tokenizer(checkpoint)
+        _check_vocab(model, tokenizer, eos, checkpoint)
     dims = Gpt2Dims.of(model.config, eos)
     log.info(
         "  gpt2: %d layers, %d heads x %d, %d positions, vocab %d, eos %d, %.1fM parameters",

@@ -71,7 +71,8 @@ def _build(args: list[str], what: str) -> None:
 
 
 def build_main(plan: Plan, out: Path) -> Path:
-    """The served repository: vision + GPT-2 (124M-shaped, or tiny in quick mode)."""
+    """The served repository: vision (trained stand-ins) + GPT-2 (the random-weight stand-in --gpt2-size picks:
+    124M-shaped, or tiny in quick mode)."""
     repo = out / "repository"
     _build(["all", "--gpt2-size", plan.gpt2_size, "--out", str(repo)], f"vision + gpt2 {plan.gpt2_size}")
     return repo

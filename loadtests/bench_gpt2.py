@@ -88,8 +88,8 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def build_124m(repo: Path) -> None:
-    """The 124M-shaped stand-in, built with the project's builder."""
-    build = [sys.executable, "-m", "builders", "gpt2", "--gpt2-size", "124m", "--out", str(repo)]
+    """The 124M-shaped random-weight stand-in (speed depends on the shape, not the weights), built by the builder."""
+    build = [sys.executable, "-m", "builders", "gpt2", "--random-weights", "--gpt2-size", "124m", "--out", str(repo)]
     sys.stderr.write(f"building the 124M-shaped stand-in into {repo}\n")
     subprocess.run(build, check=True, cwd=ROOT)
 

@@ -1,6 +1,6 @@
 """Built version folders for the model.py tests: the GPT-2 stand-in's models, for each target.
 
-The stand-in needs no trained weights: a tiny random GPT-2 and a BPE trained on Python's stdlib (seconds).
+The default build: the trained stand-in committed in weights/gpt2 (a few MB, exported in seconds).
 """
 
 from __future__ import annotations

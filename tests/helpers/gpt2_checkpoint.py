@@ -83,3 +83,22 @@ def load_reference(checkpoint: Checkpoint) -> tuple[GPT2LMHeadModel, Any]:
 
     model = GPT2LMHeadModel.from_pretrained(checkpoint.path).eval()
     return model, GPT2TokenizerFast.from_pretrained(checkpoint.path)
+
+
+def hf_greedy(reference, prompt: str, new_tokens: int) -> tuple[list[int], str]:
+    """`generate(do_sample=False)`'s new tokens up to EOS, and their text as the user's tokenizer decodes it.
+
+    `reference` is (GPT2LMHeadModel, its tokenizer) as transformers loads them. eos_token_id is given: a config can
+    keep GPT2Config's default 50256, which a smaller vocabulary does not have.
+    """
+    model, tokenizer = reference
+    inputs = tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(
+            **inputs, do_sample=False, max_new_tokens=new_tokens,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+    ids = out[0, inputs.input_ids.shape[1] :].tolist()
+    if tokenizer.eos_token_id in ids:
+        ids = ids[: ids.index(tokenizer.eos_token_id)]
+    return ids, tokenizer.decode(ids, skip_special_tokens=True)

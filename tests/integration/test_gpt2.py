@@ -1,5 +1,5 @@
 """GPT-2 generation against a real tritonserver: parity with transformers, streaming, sampling,
-stop strings, bad input and cancellation."""
+stop strings, bad input and cancellation. The session's repository serves the trained stand-in (weights/gpt2)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,17 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from builders import gpt2, gpt2_load
-from builders.nets.gpt2 import greedy_torch
+from builders.nets.gpt2 import GPT2LMHeadModel, greedy_torch
+from builders.triton_config import read_config
 from clients import gpt2 as client
 from clients.lib import payloads
 from serving.launcher import TritonServer
+from tests.helpers.gpt2_checkpoint import hf_greedy
 
 pytestmark = pytest.mark.integration
 
 PROMPTS = ["def main():", "The oil level in the", "import os\nimport sys\n\nclass Reader:", "x"]
+SHAKESPEARE = ["Now is the winter of our", "HAMLET\nTo be or not to be", "My lord I"]
 MULTIBYTE = ["Oil 🛢️ check ✅ passed:", "油位正常，请检查。", "mixed 油 and 😀"]
 
 
@@ -51,6 +54,37 @@ def test_gpt2_equals_transformers_greedy_when_requests_run_alone(triton: TritonS
         assert got.prompt_tokens == len(reference[1].encode(prompt).ids)
 
 
+@pytest.fixture(scope="module")
+def trained():
+    """transformers' own loading of the trained stand-in, not the builder's: FP32 (the served decoder's precision;
+    the file is FP16) and the tokenizer AutoTokenizer reads from the folder."""
+    import torch
+    from transformers import AutoTokenizer
+
+    folder = gpt2_load.TRAINED_STAND_IN
+    model = GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(folder)
+
+
+def test_gpt2_equals_transformers_generate_when_serving_the_trained_stand_in(
+    triton: TritonServer, model_repo, trained
+) -> None:
+    """Served greedy text == generate on the committed checkpoint, and == the samples its metrics.json (and the
+    docs) show."""
+    served = read_config(model_repo / "gpt2" / "config.pbtxt").parameters["vocab_size"].string_value
+    assert served == str(len(trained[1])), "the session repository is not the trained stand-in"
+    samples = json.loads((gpt2_load.TRAINED_STAND_IN / "metrics.json").read_text())["samples_greedy"]
+    for prompt in [*samples, *SHAKESPEARE]:
+        ids, text = hf_greedy(trained, prompt, 24)
+        got = client.generate(triton.http_url, prompt, max_tokens=24)
+        assert got.text == text, f"{prompt!r}: served {got.text!r}, generate {text!r}"
+        assert got.completion_tokens == len(ids) and got.prompt_tokens == len(trained[1](prompt).input_ids)
+        assert samples.get(prompt, text) == text
+    pieces: list[str] = []
+    streamed = client.stream(triton.grpc_url, SHAKESPEARE[0], on_piece=pieces.append, max_tokens=24)
+    assert "".join(pieces) == streamed.text == hf_greedy(trained, SHAKESPEARE[0], 24)[1]
+
+
 def test_gpt2_equals_transformers_greedy_when_four_prompts_share_the_batch(triton: TritonServer, reference) -> None:
     """Different prompt lengths arriving together: in-flight batching with left-padded caches."""
     lengths = [31, 17, 24, 9]
@@ -70,7 +104,7 @@ def test_gpt2_stream_pieces_join_to_gpt2_text_when_prompt_is_multibyte(
     streamed = client.stream(triton.grpc_url, prompt, on_piece=pieces.append, max_tokens=20)
     whole = client.generate(triton.http_url, prompt, max_tokens=20)
     # Decoding all ids at once is the truth; a split character would show up as extra U+FFFD in the
-    # pieces. Only an unfinished character at the very end is held back (random weights emit raw bytes).
+    # pieces. Only an unfinished character at the very end is held back (a model can emit raw bytes).
     _, at_once = expected_greedy(reference, prompt, 20)
     assert "".join(pieces) == streamed.text == whole.text == at_once.rstrip("\ufffd")
     assert len(pieces) > 1 and streamed.finish_reason == whole.finish_reason
@@ -167,7 +201,8 @@ def test_gpt2_stream_frees_its_slot_when_the_client_cancels(triton: TritonServer
     grpc = grpcclient.InferenceServerClient(triton.grpc_url)
     pieces: list = []
     grpc.start_stream(callback=lambda result=None, error=None: pieces.append((result, error)))
-    grpc.async_stream_infer("gpt2_stream", payloads.generate_inputs(grpcclient, "def main():", {"max_tokens": 250}))
+    # 240 new tokens: the prompt's 7 (the stand-in's BPE) and these fit its 256-token context.
+    grpc.async_stream_infer("gpt2_stream", payloads.generate_inputs(grpcclient, "def main():", {"max_tokens": 240}))
     deadline = time.monotonic() + 30
     while not pieces and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -178,7 +213,7 @@ def test_gpt2_stream_frees_its_slot_when_the_client_cancels(triton: TritonServer
         time.sleep(0.05)
     line = next((x for x in triton.log_tail().splitlines() if "cancelled after" in x), "")
     assert line, "the server never noticed the cancelled stream"
-    assert int(line.split("cancelled after ")[1].split()[0]) < 250, line
+    assert int(line.split("cancelled after ")[1].split()[0]) < 240, line
     began = time.monotonic()
     assert client.generate(triton.http_url, "after cancel", max_tokens=8).completion_tokens == 8
     assert time.monotonic() - began < 5 * alone_s + 1.0, "a request after the cancel was slowed down"

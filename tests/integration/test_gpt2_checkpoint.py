@@ -11,11 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from clients import gpt2 as client
 from serving.launcher import TritonServer, free_ports
-from tests.helpers.gpt2_checkpoint import NEW_TOKENS, PROMPTS
+from tests.helpers.gpt2_checkpoint import NEW_TOKENS, PROMPTS, hf_greedy
 
 pytestmark = pytest.mark.integration
 
@@ -25,24 +24,6 @@ def server(gpt2_checkpoint_repo: Path, tmp_path_factory: pytest.TempPathFactory)
     log = tmp_path_factory.mktemp("gpt2_checkpoint_triton") / "tritonserver.log"
     with TritonServer(gpt2_checkpoint_repo, *free_ports(3), log_file=log, ready_timeout=600) as triton:
         yield triton
-
-
-def hf_greedy(reference, prompt: str, new_tokens: int) -> tuple[list[int], str]:
-    """`generate(do_sample=False)`'s new tokens up to EOS, and their text as the user's tokenizer decodes it.
-
-    eos_token_id is given: the config keeps GPT2Config's default 50256, which this vocabulary does not have.
-    """
-    model, tokenizer = reference
-    inputs = tokenizer(prompt, return_tensors="pt")
-    with torch.no_grad():
-        out = model.generate(
-            **inputs, do_sample=False, max_new_tokens=new_tokens,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
-        )  # fmt: skip
-    ids = out[0, inputs.input_ids.shape[1] :].tolist()
-    if tokenizer.eos_token_id in ids:
-        ids = ids[: ids.index(tokenizer.eos_token_id)]
-    return ids, tokenizer.decode(ids, skip_special_tokens=True)
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ pytestmark = pytest.mark.integration
 QUEUE = 2  # max_queue_size of every dynamically batched vision model
 SLOTS, PENDING = 2, 2  # the GPT-2 engine: sequences generating, and waiting for a slot
 BURST = 40
-NEW_TOKENS = 240  # the tiny stand-in's context is 256 tokens
+NEW_TOKENS = 240  # the stand-in's context is 256 tokens
 PROMPT = "def main():"
 QUEUE_FULL = "Exceeds maximum queue size"
 

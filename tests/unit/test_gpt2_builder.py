@@ -1,4 +1,8 @@
-"""GPT-2 builder unit tests: stand-in tokenizer, decoder export parity, greedy loop and generated configs."""
+"""GPT-2 builder unit tests: stand-in tokenizer, decoder export parity, greedy loop and generated configs.
+
+Most use the tiny random-weight stand-in (--random-weights): its shape and BPE are fixed here; which stand-in a
+build picks is tested at the end.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ TINY = nets.STAND_INS["tiny"]
 
 @dataclass(frozen=True)
 class Exported:
-    """The tiny stand-in, loaded once, and its fp32 decoder export."""
+    """The tiny random-weight stand-in, loaded once, and its fp32 decoder export."""
 
     model: nets.GPT2LMHeadModel
     tokenizer: Tokenizer
@@ -35,7 +39,7 @@ class Exported:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    model, tokenizer, dims = gpt2_load.load(gpt2.Gpt2Config())
+    model, tokenizer, dims = gpt2_load.load(gpt2.Gpt2Config(random_weights=True))
     path = tmp_path_factory.mktemp("gpt2_decoder") / "model.onnx"
     gpt2_decoder.export_decoder(model, dims, path)
     return Exported(model, tokenizer, dims, path)
@@ -44,7 +48,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Exported:
 @pytest.fixture(scope="module")
 def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("model_repository")
-    gpt2.build(gpt2.Gpt2Config(), repo)
+    gpt2.build(gpt2.Gpt2Config(random_weights=True), repo)
     return repo
 
 
@@ -159,7 +163,9 @@ def test_cli_limits_reach_the_generated_configs_when_flags_are_given(tmp_path: P
     args = _parser().parse_args(
         "gpt2 --max-pending 3 --max-prompt-bytes 100 --max-queue-size 5 --queue-timeout-ms 250".split()
     )
-    cfg = gpt2.Gpt2Config(max_pending=args.max_pending, max_prompt_bytes=args.max_prompt_bytes, queue=_queue(args))
+    cfg = gpt2.Gpt2Config(
+        random_weights=True, max_pending=args.max_pending, max_prompt_bytes=args.max_prompt_bytes, queue=_queue(args)
+    )
     for spec in gpt2.specs(cfg):
         repo_path = tmp_path / spec.name / "config.pbtxt"
         repo_path.parent.mkdir()
@@ -181,7 +187,7 @@ def test_gpt2_config_refuses_limit_when_it_is_not_positive(field: str) -> None:
 
 
 def test_specs_serve_decoder_on_gpu_with_bls_when_target_is_gpu() -> None:
-    cfg = gpt2.Gpt2Config(device="gpu")
+    cfg = gpt2.Gpt2Config(device="gpu", random_weights=True)
     target = Target("gpu")
     for spec in gpt2.specs(cfg):
         parsed = text_format.Parse(text_format.MessageToString(model_config(spec, target)), ModelConfig())
@@ -320,3 +326,46 @@ def test_optimize_quantizes_and_checks_agreement_when_int8_is_asked(
     monkeypatch.setattr(gpt2_decoder, "MIN_INT8_AGREEMENT", 1.01)  # no model can reach it: the failure path
     with pytest.raises(BuildError, match="build without --int8"):
         gpt2_decoder.optimize(gpt2.Gpt2Config(int8=True), tiny.onnx_path, served, tiny.tokenizer, tiny.dims)
+
+
+@pytest.mark.parametrize(
+    "flags,checkpoint,size",
+    [
+        ("", str(gpt2_load.TRAINED_STAND_IN), "tiny"),
+        ("--random-weights", None, "tiny"),
+        ("--gpt2-size 124m", None, "124m"),
+        ("--random-weights --gpt2-size 124m", None, "124m"),
+        ("--model ./ckpt --random-weights", "./ckpt", "tiny"),
+    ],
+)
+def test_cli_picks_the_gpt2_stand_in_when_flags_ask_for_one(
+    flags: str, checkpoint: str | None, size: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Default: the trained stand-in; --random-weights or a --gpt2-size: the random one of that shape."""
+    from builders import __main__ as cli
+
+    built: list[gpt2.Gpt2Config] = []
+    monkeypatch.setattr(gpt2, "build", lambda cfg, _out: built.append(cfg))
+    cli._build_gpt2(cli._parser().parse_args(["gpt2", *flags.split()]), {})
+    assert built[0].checkpoint == checkpoint and built[0].size == size
+
+
+def test_trained_stand_in_is_a_save_pretrained_folder_when_committed() -> None:
+    folder = gpt2_load.TRAINED_STAND_IN
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
+        p.name for p in folder.iterdir()
+    }
+    dims = gpt2.nominal_dims(gpt2.Gpt2Config())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["quick"] is False and dims.n_positions == metrics["recipe"]["n_positions"]
+    assert dims.vocab_size == metrics["recipe"]["vocab_size"] and dims.eos_token_id == dims.vocab_size - 1
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 12 * 1024 * 1024  # small enough to commit
+
+
+def test_build_says_how_to_get_the_trained_stand_in_when_it_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gpt2_load, "TRAINED_STAND_IN", tmp_path / "absent")
+    with pytest.raises(BuildError, match=r"make train-gpt2.*--model DIR.*--random-weights"):
+        gpt2.build(gpt2.Gpt2Config(), tmp_path / "repo")
+    assert gpt2.Gpt2Config(random_weights=True).checkpoint is None
