@@ -114,9 +114,12 @@ def nominal_dims(cfg: Gpt2Config) -> Gpt2Dims:
     if checkpoint is None:
         shape = nets.STAND_INS[cfg.size]
         hf = nets.GPT2Config(
-            vocab_size=shape.vocab_size, n_positions=shape.n_positions, n_embd=shape.n_embd,
-            n_layer=shape.n_layer, n_head=shape.n_head,
-        )  # fmt: skip
+            vocab_size=shape.vocab_size,
+            n_positions=shape.n_positions,
+            n_embd=shape.n_embd,
+            n_layer=shape.n_layer,
+            n_head=shape.n_head,
+        )
         return Gpt2Dims.of(hf, shape.vocab_size - 1)
     hf = gpt2_load.load_offline(nets.GPT2Config.from_pretrained, checkpoint)
     # The tokenizer's EOS, as `load` uses: config.json's can be missing, or GPT2Config's default 50256 of a

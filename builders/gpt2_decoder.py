@@ -142,9 +142,13 @@ def _fuse(src: Path, dst: Path, dims: Gpt2Dims) -> str:
     with _quiet(logging.INFO):
         # opt_level 0: only the transformer fusions; onnxruntime's own graph passes run at session load anyway.
         opt = optimize_model(
-            str(src), model_type="gpt2", num_heads=dims.n_head, hidden_size=dims.n_head * dims.head_dim,
-            opt_level=0, use_gpu=False,
-        )  # fmt: skip
+            str(src),
+            model_type="gpt2",
+            num_heads=dims.n_head,
+            hidden_size=dims.n_head * dims.head_dim,
+            opt_level=0,
+            use_gpu=False,
+        )
         fused = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
     model = opt.model
     # The fused ops live in com.microsoft; the optimizer does not always declare that opset.
@@ -214,8 +218,11 @@ def optimize(cfg: Gpt2Config, fp32: Path, served: Path, tokenizer: Tokenizer, di
         )
         log.info(
             "  %s int8 vs fp32: next-token agreement %.0f%% (teacher-forced, worst prompt), free-running greedy "
-            "tokens equal %.0f%%", DECODER, agree * 100, greedy_pct,
-        )  # fmt: skip
+            "tokens equal %.0f%%",
+            DECODER,
+            agree * 100,
+            greedy_pct,
+        )
         if agree < MIN_INT8_AGREEMENT:
             raise BuildError(
                 f"{DECODER}: int8 picks the fp32 model's next token only {agree:.0%} of the time "
@@ -230,5 +237,10 @@ def optimize(cfg: Gpt2Config, fp32: Path, served: Path, tokenizer: Tokenizer, di
     before, after = decode_latency_ms(fp32, dims), decode_latency_ms(served, dims)
     log.info(
         "  %s: %.1f MB -> %.1f MB, %.2f -> %.2f ms/token (batch 1, %d threads, 16-token prompt)",
-        DECODER, fp32.stat().st_size / 2**20, served.stat().st_size / 2**20, before, after, INTRA_OP_THREADS,
-    )  # fmt: skip
+        DECODER,
+        fp32.stat().st_size / 2**20,
+        served.stat().st_size / 2**20,
+        before,
+        after,
+        INTRA_OP_THREADS,
+    )

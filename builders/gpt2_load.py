@@ -127,8 +127,11 @@ def _check_vocab(model: nets.GPT2LMHeadModel, tokenizer: Tokenizer, eos: int, na
         log.warning(
             "  gpt2: the checkpoint's eos_token_id (%s) is not the tokenizer's end-of-text id %d. The served models "
             "stop at %d; transformers' generate stops there only when given eos_token_id=%d",
-            named, eos, eos, eos,
-        )  # fmt: skip
+            named,
+            eos,
+            eos,
+            eos,
+        )
 
 
 def announce_trained_stand_in(folder: Path) -> None:
@@ -137,8 +140,11 @@ def announce_trained_stand_in(folder: Path) -> None:
     log.info(
         "%s\n== gpt2: the trained stand-in %s, %s.\n== Pass --model DIR for a real GPT-2 (--random-weights: "
         "random stand-ins).\n%s",
-        bar, folder, TRAINED_NOTE, bar,
-    )  # fmt: skip
+        bar,
+        folder,
+        TRAINED_NOTE,
+        bar,
+    )
 
 
 def load(cfg: Gpt2Config) -> tuple[nets.GPT2LMHeadModel, Tokenizer, Gpt2Dims]:
@@ -171,7 +177,12 @@ def load(cfg: Gpt2Config) -> tuple[nets.GPT2LMHeadModel, Tokenizer, Gpt2Dims]:
     dims = Gpt2Dims.of(model.config, eos)
     log.info(
         "  gpt2: %d layers, %d heads x %d, %d positions, vocab %d, eos %d, %.1fM parameters",
-        dims.n_layer, dims.n_head, dims.head_dim, dims.n_positions, dims.vocab_size, dims.eos_token_id,
+        dims.n_layer,
+        dims.n_head,
+        dims.head_dim,
+        dims.n_positions,
+        dims.vocab_size,
+        dims.eos_token_id,
         sum(p.numel() for p in model.parameters()) / 1e6,
-    )  # fmt: skip
+    )
     return model, tokenizer, dims

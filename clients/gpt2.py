@@ -147,8 +147,11 @@ def _stream_once(
 def _decoder_request(httpclient, ids: list[int], past: list[TensorSpec]) -> list:
     """The whole sequence with every past empty (no cache), as the old client-side loop sent it."""
     n = len(ids)
-    arrays = [(INPUT_IDS, np.array([ids], np.int64)), (ATTENTION_MASK, np.ones((1, n), np.int64)),
-              (POSITION_IDS, np.arange(n, dtype=np.int64)[None])]  # fmt: skip
+    arrays = [
+        (INPUT_IDS, np.array([ids], np.int64)),
+        (ATTENTION_MASK, np.ones((1, n), np.int64)),
+        (POSITION_IDS, np.arange(n, dtype=np.int64)[None]),
+    ]
     arrays += [(t, np.zeros((1, t.dims[0], 0, t.dims[2]), np.float32)) for t in past]
     return [payloads.tensor(httpclient, spec, array) for spec, array in arrays]
 
@@ -174,8 +177,11 @@ def baseline(
     prompt_len, reason = len(ids), "length"
     try:
         config = client.get_model_config("gpt2_decoder", headers=headers)
-        past = [TensorSpec(t["name"], "TYPE_FP32", tuple(int(d) for d in t["dims"]))
-                for t in config["input"] if t["name"].startswith(PAST_PREFIX)]  # fmt: skip
+        past = [
+            TensorSpec(t["name"], "TYPE_FP32", tuple(int(d) for d in t["dims"]))
+            for t in config["input"]
+            if t["name"].startswith(PAST_PREFIX)
+        ]
         logits = [httpclient.InferRequestedOutput(LOGITS, binary_data=True)]
         start = time.perf_counter()
         for _ in range(max_tokens):
@@ -275,8 +281,14 @@ def _summary_line(mode: str, gen: Generation) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    options = {"max_tokens": args.max_tokens, "temperature": args.temperature, "top_k": args.top_k,
-               "top_p": args.top_p, "seed": args.seed, "stop": args.stop}  # fmt: skip
+    options = {
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "seed": args.seed,
+        "stop": args.stop,
+    }
     out = sys.stdout
     try:
         headers = cli.parse_headers(args.header)

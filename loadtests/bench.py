@@ -271,8 +271,9 @@ def run(plan: Plan, out: Path, repo: Path | None, nobatch: Path | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="every path for a few seconds (what make test runs)")
     p.add_argument(
         "--out", type=Path, help="report folder (default loadtests/results/<date>, quick: build/bench-quick)"

@@ -52,8 +52,9 @@ class Endpoint:
 
 
 @contextlib.contextmanager
-def serve(url: str | None, grpc_url: str | None, repository: Path, out: Path, ports: tuple[int, int, int] = (0, 0, 0)
-          ) -> Iterator[Endpoint]:  # fmt: skip
+def serve(
+    url: str | None, grpc_url: str | None, repository: Path, out: Path, ports: tuple[int, int, int] = (0, 0, 0)
+) -> Iterator[Endpoint]:
     """Use the server at `url`, or start one on `repository` (log in out/tritonserver.log) and stop it after."""
     if url:
         host = url.rpartition(":")[0]
@@ -67,16 +68,36 @@ def serve(url: str | None, grpc_url: str | None, repository: Path, out: Path, po
         yield Endpoint(server.http_url, server.grpc_url, server)
 
 
-def locust_command(pipelines: list[str], host: str, users: int, spawn_rate: float, run_time: str, prefix: Path,
-                   extra: list[str]) -> list[str]:  # fmt: skip
+def locust_command(
+    pipelines: list[str], host: str, users: int, spawn_rate: float, run_time: str, prefix: Path, extra: list[str]
+) -> list[str]:
     """`python -m locust` headless with CSV output; users are per pipeline (equal weights split them evenly)."""
     total = users * len(pipelines)
     return [
-        sys.executable, "-m", "locust", "-f", ",".join(str(LOCUSTFILES[p]) for p in pipelines), "--headless",
-        "-u", str(total), "-r", str(spawn_rate * len(pipelines)), "-t", run_time, "--host", f"http://{host}",
-        "--csv", str(prefix), "--csv-full-history", "--only-summary", "--exit-code-on-error", "1",
-        "--stop-timeout", str(STOP_TIMEOUT_S), *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        ",".join(str(LOCUSTFILES[p]) for p in pipelines),
+        "--headless",
+        "-u",
+        str(total),
+        "-r",
+        str(spawn_rate * len(pipelines)),
+        "-t",
+        run_time,
+        "--host",
+        f"http://{host}",
+        "--csv",
+        str(prefix),
+        "--csv-full-history",
+        "--only-summary",
+        "--exit-code-on-error",
+        "1",
+        "--stop-timeout",
+        str(STOP_TIMEOUT_S),
+        *extra,
+    ]
 
 
 def start_locust(cmd: list[str], log: Path) -> subprocess.Popen:
@@ -123,20 +144,29 @@ def pipeline_args(pipelines: list[str], args: argparse.Namespace) -> list[str]:
 
 def _parser() -> argparse.ArgumentParser:
     env = os.environ.get
-    p = argparse.ArgumentParser(prog="python -m loadtests.loadtest", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.loadtest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--pipeline", choices=("both", "vision", "gpt2"), default=env("LOADTEST_PIPELINE", "both"))
     p.add_argument("--users", type=int, default=int(env("LOCUST_USERS", "1")), help="users per pipeline")
     p.add_argument("--spawn-rate", type=float, default=float(env("LOCUST_SPAWN_RATE", "1")), help="per pipeline")
     p.add_argument("--run-time", default=env("LOCUST_RUN_TIME", "30s"), help="e.g. 30s, 2m")
     p.add_argument("--url", default=env("TRITON_HTTP_URL"), help="HOST:PORT of a running server (HTTP)")
-    p.add_argument("--repository", type=Path, default=Path(env("MODEL_REPOSITORY", "model_repository")),
-                   help="served when no --url is given (built by `make build`)")  # fmt: skip
+    p.add_argument(
+        "--repository",
+        type=Path,
+        default=Path(env("MODEL_REPOSITORY", "model_repository")),
+        help="served when no --url is given (built by `make build`)",
+    )
     p.add_argument("--http-port", type=int, default=0, help="for the server started here (default: a free port)")
     p.add_argument("--grpc-port", type=int, default=0)
     p.add_argument("--metrics-port", type=int, default=0)
-    p.add_argument("--entry", choices=("ensemble", "ensemble_jpeg", "both"),
-                   default=env("LOCUST_VISION_ENTRY", "ensemble_jpeg"), help="vision entry point")  # fmt: skip
+    p.add_argument(
+        "--entry",
+        choices=("ensemble", "ensemble_jpeg", "both"),
+        default=env("LOCUST_VISION_ENTRY", "ensemble_jpeg"),
+        help="vision entry point",
+    )
     p.add_argument("--image", default=env("LOCUST_VISION_IMAGE", "synthetic"), help='JPEG/PNG file or "synthetic"')
     p.add_argument("--frames", type=int, default=int(env("LOCUST_VISION_FRAMES", "1")), help="synthetic frames")
     p.add_argument("--max-tokens", type=int, default=int(env("LOCUST_GPT2_MAX_TOKENS", "16")))
@@ -157,10 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     ports = (args.http_port, args.grpc_port, args.metrics_port)
     try:
         with serve(args.url, None, args.repository, out, ports) as ep:
-            sys.stderr.write(f"locust: {args.users} user(s) per pipeline ({', '.join(pipelines)}) for {args.run_time} "
-                             f"against {ep.http_url}\n")  # fmt: skip
-            cmd = locust_command(pipelines, ep.http_url, args.users, args.spawn_rate, args.run_time, out / CSV_PREFIX,
-                                 extra)  # fmt: skip
+            sys.stderr.write(
+                f"locust: {args.users} user(s) per pipeline ({', '.join(pipelines)}) for {args.run_time} "
+                f"against {ep.http_url}\n"
+            )
+            cmd = locust_command(
+                pipelines, ep.http_url, args.users, args.spawn_rate, args.run_time, out / CSV_PREFIX, extra
+            )
             rc = run_locust(cmd, out / "locust.log")
     except ServerError as exc:
         sys.stderr.write(f"error: {exc}\n")
@@ -173,8 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     users = common.read_users(out / f"{CSV_PREFIX}{common.USERS_CSV_SUFFIX}")
     summary = common.summarize(common.read_stats(stats), users)
     problems = verdict(summary, pipelines, rc)
-    summary.update(pipelines=pipelines, users_per_pipeline=args.users, run_time=args.run_time, locust_exit_code=rc,
-                   passed=not problems, problems=problems)  # fmt: skip
+    summary.update(
+        pipelines=pipelines,
+        users_per_pipeline=args.users,
+        run_time=args.run_time,
+        locust_exit_code=rc,
+        passed=not problems,
+        problems=problems,
+    )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     sys.stdout.write(f"{common.format_summary(summary)}\nresults: {out}\n")
     if problems:

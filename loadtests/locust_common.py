@@ -144,17 +144,22 @@ def _write_final_csv(environment, prefix: str) -> None:
     from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
     final = StatsCSV(environment, PERCENTILES_TO_REPORT)
-    for suffix, write in (("stats", final.requests_csv), ("failures", final.failures_csv),
-                          ("exceptions", final.exceptions_csv)):  # fmt: skip
+    for suffix, write in (
+        ("stats", final.requests_csv),
+        ("failures", final.failures_csv),
+        ("exceptions", final.exceptions_csv),
+    ):
         with open(f"{prefix}_{suffix}.csv", "w", newline="") as f:
             write(csv.writer(f))
 
 
 def _add_options(parser) -> None:
     parser.add_argument(
-        "--request-log", env_var="LOCUST_REQUEST_LOG", default="",
+        "--request-log",
+        env_var="LOCUST_REQUEST_LOG",
+        default="",
         help="append every request (time, type, name, response_ms, ok) to this CSV (the soak reads it)",
-    )  # fmt: skip
+    )
 
 
 def _open_request_log(environment, **_kw) -> None:

@@ -49,8 +49,12 @@ def _options(parser) -> None:
         default=16,
         help="tokens to generate per request",
     )
-    parser.add_argument("--gpt2-prompt", env_var="LOCUST_GPT2_PROMPT", default="",
-                        help="one prompt for every request (default: cycle built-in prompts)")  # fmt: skip
+    parser.add_argument(
+        "--gpt2-prompt",
+        env_var="LOCUST_GPT2_PROMPT",
+        default="",
+        help="one prompt for every request (default: cycle built-in prompts)",
+    )
 
 
 class Gpt2User(User):
@@ -93,14 +97,38 @@ class Gpt2User(User):
             if self.conn is not None:
                 self.conn.close()
                 self.conn = None
-            fire(request_type=common.STREAM, name=MODEL, response_time=(time.perf_counter() - start) * 1000,
-                 response_length=0, exception=exc, context={})  # fmt: skip
+            fire(
+                request_type=common.STREAM,
+                name=MODEL,
+                response_time=(time.perf_counter() - start) * 1000,
+                response_length=0,
+                exception=exc,
+                context={},
+            )
             return
-        fire(request_type=common.STREAM, name=MODEL, response_time=result.total_s * 1000,
-             response_length=result.completion_tokens, exception=None, context={})  # fmt: skip
-        fire(request_type=common.TTFT, name=MODEL, response_time=result.ttft_s * 1000, response_length=0,
-             exception=None, context={})  # fmt: skip
+        fire(
+            request_type=common.STREAM,
+            name=MODEL,
+            response_time=result.total_s * 1000,
+            response_length=result.completion_tokens,
+            exception=None,
+            context={},
+        )
+        fire(
+            request_type=common.TTFT,
+            name=MODEL,
+            response_time=result.ttft_s * 1000,
+            response_length=0,
+            exception=None,
+            context={},
+        )
         if result.itl_s is not None:
-            fire(request_type=common.ITL, name=MODEL, response_time=result.itl_s * 1000, response_length=0,
-                 exception=None, context={})  # fmt: skip
+            fire(
+                request_type=common.ITL,
+                name=MODEL,
+                response_time=result.itl_s * 1000,
+                response_length=0,
+                exception=None,
+                context={},
+            )
         common.record_user_stream(id(self), result)

@@ -50,8 +50,13 @@ def _options(parser) -> None:
         default="synthetic",
         help='JPEG/PNG file to send, or "synthetic" for generated 4K frames',
     )
-    parser.add_argument("--vision-frames", env_var="LOCUST_VISION_FRAMES", type=int, default=1,
-                        help="distinct synthetic frames to cycle through")  # fmt: skip
+    parser.add_argument(
+        "--vision-frames",
+        env_var="LOCUST_VISION_FRAMES",
+        type=int,
+        default=1,
+        help="distinct synthetic frames to cycle through",
+    )
 
 
 _payloads: dict[str, list] = {}  # entry -> prepared InferInputs, shared by every user (read-only)
@@ -112,6 +117,10 @@ class VisionUser(User):
         except Exception as exc:  # noqa: BLE001 - every way a request can go wrong is a locust failure
             error = exc
         self.environment.events.request.fire(
-            request_type=common.INFER, name=entry, response_time=(time.perf_counter() - start) * 1000,
-            response_length=0, exception=error, context={},
-        )  # fmt: skip
+            request_type=common.INFER,
+            name=entry,
+            response_time=(time.perf_counter() - start) * 1000,
+            response_length=0,
+            exception=error,
+            context={},
+        )

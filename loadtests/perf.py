@@ -122,13 +122,36 @@ class Window:
     max_trials: int
 
 
-def pa_command(binary: Path, model: str, concurrency: int, http_url: str, grpc_url: str, input_data: Path,
-               window: Window, csv_path: Path) -> list[str]:  # fmt: skip
+def pa_command(
+    binary: Path,
+    model: str,
+    concurrency: int,
+    http_url: str,
+    grpc_url: str,
+    input_data: Path,
+    window: Window,
+    csv_path: Path,
+) -> list[str]:
     """One perf_analyzer run: `model` at one concurrency, CSV to `csv_path`."""
-    cmd = [str(binary), "-m", model, "--concurrency-range", str(concurrency), "--input-data", str(input_data),
-           "--measurement-mode", "count_windows", "--measurement-request-count", str(window.request_count),
-           "--stability-percentage", str(window.stability), "--max-trials", str(window.max_trials),
-           "-f", str(csv_path)]  # fmt: skip
+    cmd = [
+        str(binary),
+        "-m",
+        model,
+        "--concurrency-range",
+        str(concurrency),
+        "--input-data",
+        str(input_data),
+        "--measurement-mode",
+        "count_windows",
+        "--measurement-request-count",
+        str(window.request_count),
+        "--stability-percentage",
+        str(window.stability),
+        "--max-trials",
+        str(window.max_trials),
+        "-f",
+        str(csv_path),
+    ]
     if model == "gpt2_stream":
         return [*cmd, "-i", "grpc", "-u", grpc_url, "--streaming"]
     cmd += ["-i", "http", "-u", http_url]
@@ -170,8 +193,10 @@ def format_table(results: dict[str, list[dict]]) -> str:
             ms = [float(r[f"p{p} latency"]) / 1000 for p in (50, 90, 99)]
             responses = f"{float(r['Response Throughput']):.1f}" if r.get("Response Throughput") else "-"
             mark = " (unstable)" if r.get("unstable") else ""
-            lines.append(f"| {model} | {r['Concurrency']}{mark} | {float(r['Inferences/Second']):.2f} | {responses} | "
-                         f"{ms[0]:.1f} | {ms[1]:.1f} | {ms[2]:.1f} |")  # fmt: skip
+            lines.append(
+                f"| {model} | {r['Concurrency']}{mark} | {float(r['Inferences/Second']):.2f} | {responses} | "
+                f"{ms[0]:.1f} | {ms[1]:.1f} | {ms[2]:.1f} |"
+            )
     return "\n".join(lines)
 
 
@@ -205,9 +230,18 @@ def _unregister_shm(http_url: str) -> None:
         client.close()
 
 
-def sweep(binary: Path, env: dict, models: list[str], concurrency: list[int], http_url: str, grpc_url: str,
-          inputs: dict[str, Path], windows: dict[str, Window], out: Path, timeout: float
-          ) -> tuple[dict[str, list[dict]], list[str]]:  # fmt: skip
+def sweep(
+    binary: Path,
+    env: dict,
+    models: list[str],
+    concurrency: list[int],
+    http_url: str,
+    grpc_url: str,
+    inputs: dict[str, Path],
+    windows: dict[str, Window],
+    out: Path,
+    timeout: float,
+) -> tuple[dict[str, list[dict]], list[str]]:
     """Run every model at every concurrency; (rows per model, problems).
 
     A point that never settles within --stability (a busy shared machine) is measured once more
@@ -226,8 +260,10 @@ def sweep(binary: Path, env: dict, models: list[str], concurrency: list[int], ht
             rc = _run_pa(cmd, env, log, timeout, http_url)
             unstable = rc != 0 and UNSTABLE in log.read_text(errors="replace")
             if unstable:
-                sys.stderr.write(f"  not stable within {window.stability:g}% in {window.max_trials} windows: "
-                                 "measuring once more without the stability test\n")  # fmt: skip
+                sys.stderr.write(
+                    f"  not stable within {window.stability:g}% in {window.max_trials} windows: "
+                    "measuring once more without the stability test\n"
+                )
                 log = out / f"{model}_c{c}_unstable.log"
                 loose = Window(window.request_count, ANY_STABILITY, 3)
                 cmd = pa_command(binary, model, c, http_url, grpc_url, inputs[model], loose, part)
@@ -263,8 +299,9 @@ def _models(text: str) -> list[str]:
 
 def _parser() -> argparse.ArgumentParser:
     env = os.environ.get
-    p = argparse.ArgumentParser(prog="python -m loadtests.perf", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.perf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--models", type=_models, default=list(MODELS), help="comma list (default: all four)")
     p.add_argument("--concurrency", type=_ints, default=None, help="comma list (default 1,2,4; --quick: 1)")
     p.add_argument("--request-count", type=int, help="requests per window, vision (default 10)")
@@ -285,8 +322,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    base = QUICK if args.quick else {"concurrency": "1,2,4", "request_count": 10, "gpt2_request_count": 50,
-                                     "stability": 25.0, "max_trials": 10}  # fmt: skip
+    base = (
+        QUICK
+        if args.quick
+        else {
+            "concurrency": "1,2,4",
+            "request_count": 10,
+            "gpt2_request_count": 50,
+            "stability": 25.0,
+            "max_trials": 10,
+        }
+    )
     concurrency = args.concurrency or _ints(base["concurrency"])
     stability = base["stability"] if args.stability is None else args.stability
     trials = args.max_trials or base["max_trials"]
@@ -303,8 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     inputs = write_inputs(args.image, args.max_tokens)
     try:
         with loadtest.serve(args.url, args.grpc_url, args.repository, out) as ep:
-            results, problems = sweep(binary, env, args.models, concurrency, ep.http_url, ep.grpc_url, inputs,
-                                      windows, out, args.timeout)  # fmt: skip
+            results, problems = sweep(
+                binary, env, args.models, concurrency, ep.http_url, ep.grpc_url, inputs, windows, out, args.timeout
+            )
     except ServerError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1

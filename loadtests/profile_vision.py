@@ -85,7 +85,7 @@ def py_spy(pids: dict[str, int], seconds: float, out: Path) -> dict[str, list[tu
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         for m, pid in pids.items()
     }
     hot = {}
@@ -103,8 +103,11 @@ def py_spy(pids: dict[str, int], seconds: float, out: Path) -> dict[str, list[tu
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.profile_vision", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.profile_vision",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--repository", type=Path, default=ROOT / "model_repository")
     p.add_argument("--entry", choices=("jpeg", "shm", "http_binary"), default="jpeg")
     p.add_argument("--concurrency", type=int, default=2)
@@ -115,8 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     trace = args.out / "trace.json"
     trace.unlink(missing_ok=True)
-    tracing = ("--trace-config=triton,file=" + str(trace), "--trace-config=level=TIMESTAMPS",
-               "--trace-config=rate=1", "--trace-config=count=-1")  # fmt: skip
+    tracing = (
+        "--trace-config=triton,file=" + str(trace),
+        "--trace-config=level=TIMESTAMPS",
+        "--trace-config=rate=1",
+        "--trace-config=count=-1",
+    )
     ref, _ = reference(args.repository)
     steps = vision_steps(args.repository)
     server = TritonServer(args.repository, *free_ports(3), extra_args=tracing, log_file=args.out / "server.log")

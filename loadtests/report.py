@@ -164,10 +164,16 @@ def markdown(results: dict) -> str:
     rows = []
     for kind in SERVED_KINDS:
         for r in results["served"][kind]:
-            rows.append([
-                TRANSPORT_NAMES[kind], r["concurrency"], f"{r['throughput_per_s']:.2f}",
-                f"{r['throughput_per_s'] / floor['throughput_per_s']:.2f}", f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}",
-            ])  # fmt: skip
+            rows.append(
+                [
+                    TRANSPORT_NAMES[kind],
+                    r["concurrency"],
+                    f"{r['throughput_per_s']:.2f}",
+                    f"{r['throughput_per_s'] / floor['throughput_per_s']:.2f}",
+                    f"{r['p50_ms']:.0f}",
+                    f"{r['p99_ms']:.0f}",
+                ]
+            )
     lines += _table(["entry", "concurrency", "frames/s", "served/floor", "p50 ms", "p99 ms"], rows)
     b = results["batching"]
     lines += ["", f"## Vision: dynamic batching on and off ({b['entry']}, concurrency {b['on']['concurrency']})", ""]
@@ -194,10 +200,17 @@ def markdown(results: dict) -> str:
         for r_ours in results["served"][ours]:
             r_theirs = _at(results["fastapi"][theirs], r_ours["concurrency"])
             ours_s, theirs_s = r_ours["throughput_per_s"], r_theirs["throughput_per_s"]
-            rows.append([
-                payload, r_ours["concurrency"], f"{ours_s:.2f}", f"{theirs_s:.2f}", f"{ours_s / theirs_s:.2f}",
-                f"{r_ours['p99_ms']:.0f}", f"{r_theirs['p99_ms']:.0f}",
-            ])  # fmt: skip
+            rows.append(
+                [
+                    payload,
+                    r_ours["concurrency"],
+                    f"{ours_s:.2f}",
+                    f"{theirs_s:.2f}",
+                    f"{ours_s / theirs_s:.2f}",
+                    f"{r_ours['p99_ms']:.0f}",
+                    f"{r_theirs['p99_ms']:.0f}",
+                ]
+            )
     lines += _table(
         ["payload", "concurrency", "ours /s", "FastAPI /s", "ours/FastAPI", "ours p99 ms", "FastAPI p99 ms"], rows
     )

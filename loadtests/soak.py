@@ -146,8 +146,9 @@ def _floor_mb(values: list[int]) -> float | None:
     return min(values) / 1024 if values else None
 
 
-def memory_growth(samples: list[Sample], duration_s: float, warmup: float, window: float, max_growth: float
-                  ) -> list[Growth]:  # fmt: skip
+def memory_growth(
+    samples: list[Sample], duration_s: float, warmup: float, window: float, max_growth: float
+) -> list[Growth]:
     """Per process and for the total: the RSS floor after warm-up against the floor in the last window."""
     (b0, b1), (e0, e1) = windows(duration_s, warmup, window)
     series: dict[str, list[tuple[float, int]]] = defaultdict(list)
@@ -178,8 +179,9 @@ def read_request_log(path: Path) -> list[tuple[float, str, str, float, bool]]:
     if not path.is_file():
         return []
     with path.open(newline="") as f:
-        return [(float(r["time"]), r["type"], r["name"], float(r["response_ms"]), r["ok"] == "1")
-                for r in csv.DictReader(f)]  # fmt: skip
+        return [
+            (float(r["time"]), r["type"], r["name"], float(r["response_ms"]), r["ok"] == "1") for r in csv.DictReader(f)
+        ]
 
 
 def latency_windows(rows: list[tuple[float, str, str, float, bool]], window: float) -> list[dict]:
@@ -197,11 +199,15 @@ def latency_windows(rows: list[tuple[float, str, str, float, bool]], window: flo
     for (kind, name), points in sorted(groups.items()):
         first = [ms for t, ms in points if t <= first_end]
         last = [ms for t, ms in points if t >= last_start]
-        out.append({
-            "type": kind, "name": name, "requests": len(points),
-            "p99_start_ms": float(np.percentile(first, 99)) if first else None,
-            "p99_end_ms": float(np.percentile(last, 99)) if last else None,
-        })  # fmt: skip
+        out.append(
+            {
+                "type": kind,
+                "name": name,
+                "requests": len(points),
+                "p99_start_ms": float(np.percentile(first, 99)) if first else None,
+                "p99_end_ms": float(np.percentile(last, 99)) if last else None,
+            }
+        )
     return out
 
 
@@ -231,15 +237,18 @@ def format_report(verdict: dict) -> str:
     ]
     fmt = lambda x: "-" if x is None else f"{x:.0f}"  # noqa: E731
     for row in v["latency"]:
-        lines.append(f"| {row['type']} {row['name']} | {row['requests']} | {fmt(row['p99_start_ms'])} | "
-                     f"{fmt(row['p99_end_ms'])} |")  # fmt: skip
+        lines.append(
+            f"| {row['type']} {row['name']} | {row['requests']} | {fmt(row['p99_start_ms'])} | "
+            f"{fmt(row['p99_end_ms'])} |"
+        )
     lines += ["", "| process | RSS after warm-up (MB) | RSS at end (MB) | growth | peak (MB) |"]
     lines.append("|---|---:|---:|---:|---:|")
     for g in v["memory"]:
         growth = "-" if g["growth_pct"] is None else f"{g['growth_pct']:+.1f}%"
         mark = "" if g["ok"] else " FAIL"
-        lines.append(f"| {g['process']} | {fmt(g['start_mb'])} | {fmt(g['end_mb'])} | {growth}{mark} | "
-                     f"{fmt(g['peak_mb'])} |")  # fmt: skip
+        lines.append(
+            f"| {g['process']} | {fmt(g['start_mb'])} | {fmt(g['end_mb'])} | {growth}{mark} | {fmt(g['peak_mb'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -272,8 +281,9 @@ def sample_until_done(proc, server_pid: int, interval: float, t0: float, sink) -
 
 def _parser() -> argparse.ArgumentParser:
     env = os.environ.get
-    p = argparse.ArgumentParser(prog="python -m loadtests.soak", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--duration", type=seconds, default=None, help="run time, e.g. 600, 10m (default 10m)")
     p.add_argument("--quick", action="store_true", help="40 s with 0.5 s sampling (make test)")
     p.add_argument("--url", default=env("TRITON_HTTP_URL"), help="HOST:PORT of a running server (HTTP)")
@@ -310,10 +320,13 @@ def main(argv: list[str] | None = None) -> int:
             if server_pid is None:
                 sys.stderr.write(f"error: no tritonserver with --http-port={port} here; pass --server-pid\n")
                 return 2
-            sys.stderr.write(f"soak: {duration:.0f} s against {ep.http_url} (tritonserver pid {server_pid}), "
-                             f"{args.users} user(s) per pipeline, vision entry {args.entry}\n")  # fmt: skip
-            cmd = loadtest.locust_command(pipelines, ep.http_url, args.users, args.users,
-                                          f"{duration:.0f}s", out / loadtest.CSV_PREFIX, extra)  # fmt: skip
+            sys.stderr.write(
+                f"soak: {duration:.0f} s against {ep.http_url} (tritonserver pid {server_pid}), "
+                f"{args.users} user(s) per pipeline, vision entry {args.entry}\n"
+            )
+            cmd = loadtest.locust_command(
+                pipelines, ep.http_url, args.users, args.users, f"{duration:.0f}s", out / loadtest.CSV_PREFIX, extra
+            )
             t0 = time.time()
             proc = loadtest.start_locust(cmd, out / "locust.log")
             try:
@@ -338,15 +351,24 @@ def main(argv: list[str] | None = None) -> int:
     growth = memory_growth(samples, ran, args.warmup, args.window, args.max_growth)
     log_errors = sum(1 for r in requests if not r[4] and r[1] in common.REQUEST_TYPES)
     problems = judge(summary, growth, pipelines, log_errors)
-    per_pipeline = {p: sum(r["requests"] for r in summary["rows"] if r["type"] == loadtest.PIPELINE_TYPES[p])
-                    for p in pipelines}  # fmt: skip
+    per_pipeline = {
+        p: sum(r["requests"] for r in summary["rows"] if r["type"] == loadtest.PIPELINE_TYPES[p]) for p in pipelines
+    }
     verdict = {
-        "passed": not problems, "problems": problems, "duration_s": ran, "warmup_s": args.warmup * ran,
-        "window_s": args.window * ran, "max_growth_pct": args.max_growth * 100, "requests": summary["requests"],
-        "requests_per_pipeline": per_pipeline, "errors": max(summary["failures"], log_errors),
-        "latency": latency_windows(requests, args.window), "memory": [asdict(g) for g in growth],
-        "samples": len({s.sweep for s in samples}), "locust_exit_code": rc,
-    }  # fmt: skip
+        "passed": not problems,
+        "problems": problems,
+        "duration_s": ran,
+        "warmup_s": args.warmup * ran,
+        "window_s": args.window * ran,
+        "max_growth_pct": args.max_growth * 100,
+        "requests": summary["requests"],
+        "requests_per_pipeline": per_pipeline,
+        "errors": max(summary["failures"], log_errors),
+        "latency": latency_windows(requests, args.window),
+        "memory": [asdict(g) for g in growth],
+        "samples": len({s.sweep for s in samples}),
+        "locust_exit_code": rc,
+    }
     (out / "verdict.json").write_text(json.dumps(verdict, indent=2) + "\n")
     report = format_report(verdict)
     (out / "summary.md").write_text(report + "\n")

@@ -114,8 +114,12 @@ def check_ensemble_jpeg(base: str, timeout: float) -> str:
     """The vision pipeline from encoded bytes; returns a short summary."""
     image = probe_png()
     blob = struct.pack("<I", len(image)) + image  # one BYTES element: length prefix, then the bytes
-    tensor = {"name": IMAGE_BYTES.name, "shape": [1, 1], "datatype": IMAGE_BYTES.datatype,
-              "parameters": {"binary_data_size": len(blob)}}  # fmt: skip
+    tensor = {
+        "name": IMAGE_BYTES.name,
+        "shape": [1, 1],
+        "datatype": IMAGE_BYTES.datatype,
+        "parameters": {"binary_data_size": len(blob)},
+    }
     header = {
         "inputs": [tensor],
         "outputs": [{"name": t.name, "parameters": {"binary_data": True}} for t in PIPELINE_OUTPUTS],
@@ -156,8 +160,12 @@ def check_gpt2_stream(base: str, timeout: float) -> str:
         gen = read_stream(reply.splitlines(keepends=True), start=0.0, require_text=False)
     except NotReady as exc:
         raise type(exc)(f"gpt2_stream: {exc}") from exc
-    answer = {"text_output": gen.text, "finish_reason": gen.finish_reason, "prompt_tokens": gen.prompt_tokens,
-              "completion_tokens": gen.completion_tokens}  # fmt: skip
+    answer = {
+        "text_output": gen.text,
+        "finish_reason": gen.finish_reason,
+        "prompt_tokens": gen.prompt_tokens,
+        "completion_tokens": gen.completion_tokens,
+    }
     return check_generation(answer, max_tokens=1, where="gpt2_stream")
 
 

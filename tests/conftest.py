@@ -25,8 +25,13 @@ stay_offline()
 
 TESTS = Path(__file__).resolve().parent
 TIERS = ("unit", "model_py", "integration")
-FOLDER_TIERS = {"unit": "unit", "kserve": "unit", "backends": "model_py", "integration": "integration",
-                "loadtests": "integration"}  # fmt: skip
+FOLDER_TIERS = {
+    "unit": "unit",
+    "kserve": "unit",
+    "backends": "model_py",
+    "integration": "integration",
+    "loadtests": "integration",
+}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

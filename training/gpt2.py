@@ -73,9 +73,19 @@ class Recipe:
 
 
 QUICK = Recipe(
-    vocab_size=512, n_layer=2, n_embd=64, n_head=2, n_positions=64, batch=4, steps=30, warmup=5, eval_every=15,
-    eval_windows=4, segment_chars=5_000, corpus_chars=200_000,
-)  # fmt: skip
+    vocab_size=512,
+    n_layer=2,
+    n_embd=64,
+    n_head=2,
+    n_positions=64,
+    batch=4,
+    steps=30,
+    warmup=5,
+    eval_every=15,
+    eval_windows=4,
+    segment_chars=5_000,
+    corpus_chars=200_000,
+)
 
 
 # --- tokenizer and model ---
@@ -98,10 +108,18 @@ def train_bpe(texts: list[str], vocab_size: int):
 def new_model(recipe: Recipe, vocab_size: int, eos: int):
     drop = recipe.dropout
     config = nets.GPT2Config(
-        vocab_size=vocab_size, n_positions=recipe.n_positions, n_embd=recipe.n_embd, n_layer=recipe.n_layer,
-        n_head=recipe.n_head, resid_pdrop=drop, embd_pdrop=drop, attn_pdrop=drop,
-        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        n_positions=recipe.n_positions,
+        n_embd=recipe.n_embd,
+        n_layer=recipe.n_layer,
+        n_head=recipe.n_head,
+        resid_pdrop=drop,
+        embd_pdrop=drop,
+        attn_pdrop=drop,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+    )
     return nets.GPT2LMHeadModel(config)
 
 
@@ -156,8 +174,15 @@ def train(model, tokens, windows, recipe: Recipe) -> list[dict[str, float]]:
         if step % recipe.eval_every == 0 or step == recipe.steps:
             held = val_loss(model, subset, recipe.batch)
             curve.append({"step": step, "train_loss": round(running, 4), "val_subset_loss": round(held, 4)})
-            log.info("   step %d/%d: train %.3f, held-out %.3f, lr %.2e, %.0fs", step, recipe.steps, running, held,
-                     sched.get_last_lr()[0], time.perf_counter() - start)  # fmt: skip
+            log.info(
+                "   step %d/%d: train %.3f, held-out %.3f, lr %.2e, %.0fs",
+                step,
+                recipe.steps,
+                running,
+                held,
+                sched.get_last_lr()[0],
+                time.perf_counter() - start,
+            )
     model.eval()
     return curve
 
@@ -172,9 +197,13 @@ def greedy(model, tokenizer, prompts: tuple[str, ...], new_tokens: int) -> list[
         ids = tokenizer(prompt, return_tensors="pt").input_ids
         with torch.no_grad():
             got = model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new_tokens,
-                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
-            )  # fmt: skip
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=new_tokens,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.eos_token_id,
+            )
         out.append(got[0, ids.shape[1] :].tolist())
     return out
 
@@ -221,9 +250,13 @@ def _machine() -> dict[str, object]:
     import transformers
 
     return {
-        "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "processor": platform.processor() or None,
-        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-    }  # fmt: skip
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "processor": platform.processor() or None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
 
 
 def run(recipe: Recipe, corpus: Path, out: Path, quick: bool) -> dict[str, object]:
@@ -240,8 +273,13 @@ def run(recipe: Recipe, corpus: Path, out: Path, quick: bool) -> dict[str, objec
     ids = [torch.tensor([i for e in bpe.encode_batch(parts) for i in e.ids]) for parts in (train_parts, val_parts)]
     tokens, windows = ids[0], val_windows(ids[1], recipe.n_positions)
     seconds["corpus and bpe"] = round(time.perf_counter() - start, 1)
-    log.info("== BPE of %d tokens; %d training tokens, %d held-out windows of %d", bpe.get_vocab_size(),
-             len(tokens), len(windows), recipe.n_positions)  # fmt: skip
+    log.info(
+        "== BPE of %d tokens; %d training tokens, %d held-out windows of %d",
+        bpe.get_vocab_size(),
+        len(tokens),
+        len(windows),
+        recipe.n_positions,
+    )
     model = new_model(recipe, bpe.get_vocab_size(), bpe.token_to_id(EOS))
     params = sum(p.numel() for p in model.parameters())
     log.info("== training GPT2LMHeadModel, %.2fM parameters: %s", params / 1e6, recipe)
@@ -305,8 +343,13 @@ def main(argv: list[str] | None = None) -> int:
         handler.close()
     shutil.rmtree(args.out, ignore_errors=True)
     staging.rename(args.out)
-    log.info("== wrote %s: val loss %.3f (perplexity %.1f) in %.0fs", args.out, report["val_loss"],
-             report["val_perplexity"], report["seconds"]["total"])  # fmt: skip
+    log.info(
+        "== wrote %s: val loss %.3f (perplexity %.1f) in %.0fs",
+        args.out,
+        report["val_loss"],
+        report["val_perplexity"],
+        report["seconds"]["total"],
+    )
     return 0
 
 

@@ -38,8 +38,19 @@ def _download_wheel(wheels: Path) -> Path:
     found = sorted(wheels.glob(WHEEL_GLOB))
     if found:
         return found[0]
-    cmd = [sys.executable, "-m", "pip", "download", GENAI_PERF, "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", "-d", str(wheels)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        GENAI_PERF,
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(wheels),
+    ]
     log.info("== fetching the corpus: %s", " ".join(cmd[2:]))
     try:
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)

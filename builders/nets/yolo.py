@@ -123,14 +123,24 @@ def nms_graph(
     for node in nodes:  # unique node names: tools such as the FP16 converter name their Casts after them
         node.name = node.output[0]
     inits = [
-        _const("i0", [0]), _const("i1", [1]), _const("i2", [2]), _const("i4", [4]), _const("ic", [channels]),
-        _const("half", 0.5, np.float32), _const("zero_f", 0.0, np.float32),
+        _const("i0", [0]),
+        _const("i1", [1]),
+        _const("i2", [2]),
+        _const("i4", [4]),
+        _const("ic", [channels]),
+        _const("half", 0.5, np.float32),
+        _const("zero_f", 0.0, np.float32),
         _const("class_ids", np.arange(num_classes).reshape(1, num_classes, 1)),
         _const("class_values", np.arange(num_classes), np.float32),
-        _const("max_out", [max_det]), _const("iou", [iou_threshold], np.float32),
-        _const("thr", [score_threshold], np.float32), _const("batch_box", [0, 2]), _const("k", [max_det]),
-        _const("pad2", [0, 0, 0, max_det]), _const("pad3", [0, 0, 0, 0, max_det, 0]), _const("tile6", [1, 1, 6]),
-    ]  # fmt: skip
+        _const("max_out", [max_det]),
+        _const("iou", [iou_threshold], np.float32),
+        _const("thr", [score_threshold], np.float32),
+        _const("batch_box", [0, 2]),
+        _const("k", [max_det]),
+        _const("pad2", [0, 0, 0, max_det]),
+        _const("pad3", [0, 0, 0, 0, max_det, 0]),
+        _const("tile6", [1, 1, 6]),
+    ]
     graph = helper.make_graph(
         nodes,
         "yolo_nms",

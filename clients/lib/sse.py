@@ -68,5 +68,6 @@ def read_stream(
     if require_text and tokens < 1:
         raise ResponseError(f"completion_tokens is {tokens} for non-empty text")
     prompt = last.get("prompt_tokens")
-    return Generation(text, str(last["finish_reason"]), prompt if isinstance(prompt, int) else 0, tokens,
-                      clock() - start, times)  # fmt: skip
+    return Generation(
+        text, str(last["finish_reason"]), prompt if isinstance(prompt, int) else 0, tokens, clock() - start, times
+    )

@@ -202,9 +202,14 @@ class TritonPythonModel:
             )
         rng = np.random.default_rng(int(seed) if seed is not None else int.from_bytes(os.urandom(8), "little"))
         return Sequence(
-            prompt, max_tokens, SamplingParams(temperature, top_k, top_p), rng,
-            IncrementalDecoder(self.tokenizer), StopText(stops), TritonSink(request, self.streaming, len(prompt)),
-        )  # fmt: skip
+            prompt,
+            max_tokens,
+            SamplingParams(temperature, top_k, top_p),
+            rng,
+            IncrementalDecoder(self.tokenizer),
+            StopText(stops),
+            TritonSink(request, self.streaming, len(prompt)),
+        )
 
     @staticmethod
     def _stops(request) -> list[str]:

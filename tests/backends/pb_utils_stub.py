@@ -30,8 +30,15 @@ from tritonclient.grpc import model_config_pb2
 
 TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1  # the flag a response sender's last send carries
 TRITONSERVER_MEMORY_CPU, TRITONSERVER_MEMORY_CPU_PINNED, TRITONSERVER_MEMORY_GPU = 0, 1, 2
-DTYPES = {"TYPE_BOOL": np.bool_, "TYPE_UINT8": np.uint8, "TYPE_INT32": np.int32, "TYPE_INT64": np.int64,
-          "TYPE_FP16": np.float16, "TYPE_FP32": np.float32, "TYPE_STRING": np.object_}  # fmt: skip
+DTYPES = {
+    "TYPE_BOOL": np.bool_,
+    "TYPE_UINT8": np.uint8,
+    "TYPE_INT32": np.int32,
+    "TYPE_INT64": np.int64,
+    "TYPE_FP16": np.float16,
+    "TYPE_FP32": np.float32,
+    "TYPE_STRING": np.object_,
+}
 
 
 class TritonError(Exception):
@@ -172,10 +179,19 @@ class InferenceRequest:
     """A BLS request. exec() answers with the registered model's response, keeping only the requested outputs."""
 
     def __init__(
-        self, model_name: str, inputs: list[Tensor], requested_output_names: list[str], request_id: str = "",
-        correlation_id: int = 0, model_version: int = -1, flags: int = 0, timeout: int = 0,
-        preferred_memory: PreferredMemory | None = None, trace: object = None, parameters: dict | str | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        model_name: str,
+        inputs: list[Tensor],
+        requested_output_names: list[str],
+        request_id: str = "",
+        correlation_id: int = 0,
+        model_version: int = -1,
+        flags: int = 0,
+        timeout: int = 0,
+        preferred_memory: PreferredMemory | None = None,
+        trace: object = None,
+        parameters: dict | str | None = None,
+    ) -> None:
         self.model_name, self._inputs = model_name, list(inputs)
         self.requested_output_names = list(requested_output_names)
         self.preferred_memory = preferred_memory or PreferredMemory()
@@ -271,10 +287,21 @@ def onnx_model(model_dir: Path) -> Handler:
 # --- loading a model the way the stub process does ---
 
 MODULE = types.ModuleType("triton_python_backend_utils")  # what `import triton_python_backend_utils` gives a model
-for _name in ("TritonError", "Tensor", "InferenceResponse", "InferenceRequest", "PreferredMemory", "Logger",
-              "get_input_tensor_by_name", "get_output_tensor_by_name", "using_decoupled_model_transaction_policy",
-              "TRITONSERVER_RESPONSE_COMPLETE_FINAL", "TRITONSERVER_MEMORY_CPU", "TRITONSERVER_MEMORY_CPU_PINNED",
-              "TRITONSERVER_MEMORY_GPU"):  # fmt: skip
+for _name in (
+    "TritonError",
+    "Tensor",
+    "InferenceResponse",
+    "InferenceRequest",
+    "PreferredMemory",
+    "Logger",
+    "get_input_tensor_by_name",
+    "get_output_tensor_by_name",
+    "using_decoupled_model_transaction_policy",
+    "TRITONSERVER_RESPONSE_COMPLETE_FINAL",
+    "TRITONSERVER_MEMORY_CPU",
+    "TRITONSERVER_MEMORY_CPU_PINNED",
+    "TRITONSERVER_MEMORY_GPU",
+):
     setattr(MODULE, _name, globals()[_name])
 
 

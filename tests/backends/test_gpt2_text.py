@@ -26,8 +26,9 @@ def tokenizer() -> Tokenizer:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(["the oil level is fine and the machine runs"] * 50, trainer)
     return tok
 
@@ -118,8 +119,12 @@ def test_engine_refuses_sequences_when_max_pending_already_wait(tokenizer) -> No
         return {"logits": np.zeros((b, s, 5), np.float32), **{n: np.zeros((b, 1, s, 2)) for n in shape.present_names}}
 
     engine = Engine(run, shape, max_slots=1, log=lambda m: None, max_pending=2)
-    seqs = [Sequence([1], 4, SamplingParams(), np.random.default_rng(0), IncrementalDecoder(tokenizer), StopText([]),
-                     Recorder()) for _ in range(5)]  # fmt: skip
+    seqs = [
+        Sequence(
+            [1], 4, SamplingParams(), np.random.default_rng(0), IncrementalDecoder(tokenizer), StopText([]), Recorder()
+        )
+        for _ in range(5)
+    ]
     try:
         assert engine.submit(seqs[0]) and running.wait(5)  # in the one slot
         assert engine.submit(seqs[1]) and engine.submit(seqs[2])  # waiting: 2 of max_pending 2

@@ -291,6 +291,8 @@ STREAM_CASES = {
     "invalid-utf8": ([(TEXT_INPUT.name, text(b"\xff bad"))], TEXT_INPUT.name),
     "max-tokens-0": ([(TEXT_INPUT.name, text(b"hi")), (MAX_TOKENS.name, scalar(0, np.int32))], MAX_TOKENS.name),
     "17-stop-strings": ([(TEXT_INPUT.name, text(b"hi")), (STOP.name, text(*[b"x"] * 17))], STOP.name),
-    "max-tokens-dtype-fp32": ([(TEXT_INPUT.name, text(b"hi")), (MAX_TOKENS.name, scalar(1.0, np.float32))],
-                              MAX_TOKENS.name),
-}  # fmt: skip
+    "max-tokens-dtype-fp32": (
+        [(TEXT_INPUT.name, text(b"hi")), (MAX_TOKENS.name, scalar(1.0, np.float32))],
+        MAX_TOKENS.name,
+    ),
+}

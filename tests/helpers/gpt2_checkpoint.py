@@ -95,9 +95,12 @@ def hf_greedy(reference, prompt: str, new_tokens: int) -> tuple[list[int], str]:
     inputs = tokenizer(prompt, return_tensors="pt")
     with torch.no_grad():
         out = model.generate(
-            **inputs, do_sample=False, max_new_tokens=new_tokens,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
-        )  # fmt: skip
+            **inputs,
+            do_sample=False,
+            max_new_tokens=new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.eos_token_id,
+        )
     ids = out[0, inputs.input_ids.shape[1] :].tolist()
     if tokenizer.eos_token_id in ids:
         ids = ids[: ids.index(tokenizer.eos_token_id)]

@@ -174,11 +174,15 @@ def _stats(http: httpclient.InferenceServerClient, model: str) -> tuple[int, int
     "model,name,good,bad",
     [
         ("image_decoder", IMAGE_BYTES.name, text(encode(small_image())), text(BAD["truncated jpeg"][0])),
-        ("efficientnet_v2", CROP.name, np.full((1, *CROP.dims), 0.5, np.float32),
-         np.full((1, *CROP.dims), np.nan, np.float32)),
+        (
+            "efficientnet_v2",
+            CROP.name,
+            np.full((1, *CROP.dims), 0.5, np.float32),
+            np.full((1, *CROP.dims), np.nan, np.float32),
+        ),
     ],
     ids=["image_decoder-truncated-jpeg", "efficientnet_v2-nan-crop"],
-)  # fmt: skip
+)
 def test_step_model_serves_the_good_requests_when_a_bad_one_shares_their_batch(triton, model, name, good, bad) -> None:
     http = httpclient.InferenceServerClient(triton.http_url)
     payloads = [good, bad, good, good]

@@ -28,8 +28,9 @@ def echo_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env=os.environ.copy())  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, env=os.environ.copy()
+    )
 
 
 @pytest.mark.parametrize(

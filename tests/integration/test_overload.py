@@ -122,9 +122,15 @@ def split(outcomes: list[Outcome]) -> tuple[list[float], list[Outcome]]:
 def report(label: str, accepted: list[float], refused: list[Outcome], alone: float, bound: float) -> None:
     logging.getLogger("tritonyard.test").warning(
         "%s: alone %.2f s; %d accepted (max %.2f s, bound %.2f s); %d refused (median %.3f s, max %.3f s)",
-        label, alone, len(accepted), max(accepted), bound, len(refused),
-        statistics.median(o.latency_s for o in refused), max(o.latency_s for o in refused),
-    )  # fmt: skip
+        label,
+        alone,
+        len(accepted),
+        max(accepted),
+        bound,
+        len(refused),
+        statistics.median(o.latency_s for o in refused),
+        max(o.latency_s for o in refused),
+    )
 
 
 def assert_refused_fast(refused: list[Outcome], accepted: list[float]) -> None:
@@ -258,13 +264,18 @@ def test_retrying_clients_get_through_when_the_overload_passes(server, jpeg, cap
     clo = CloClient(server.http_url, retry_policy=PATIENT)
     for call, retrying, served in (
         (ensemble_jpeg(jpeg), lambda: clo.infer_encoded(jpeg, (640, 360)), lambda r: r.crop.shape == CROP.dims),
-        (generate, lambda: gpt2_client.generate(server.http_url, PROMPT, retry_policy=PATIENT, max_tokens=8),
-         lambda r: r.completion_tokens > 0),
+        (
+            generate,
+            lambda: gpt2_client.generate(server.http_url, PROMPT, retry_policy=PATIENT, max_tokens=8),
+            lambda r: r.completion_tokens > 0,
+        ),
         # A gRPC stream reports the refusal without a status code: the client recognises the message.
-        (generate_stream(server.http_url),
-         lambda: gpt2_client.stream(server.grpc_url, PROMPT, retry_policy=PATIENT, max_tokens=8),
-         lambda r: r.completion_tokens > 0),
-    ):  # fmt: skip
+        (
+            generate_stream(server.http_url),
+            lambda: gpt2_client.stream(server.grpc_url, PROMPT, retry_policy=PATIENT, max_tokens=8),
+            lambda r: r.completion_tokens > 0,
+        ),
+    ):
         caplog.clear()
         load = flood(call, server.http_url, seconds=3.0)
         time.sleep(0.3)  # the queues are full now

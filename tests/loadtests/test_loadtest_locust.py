@@ -31,8 +31,9 @@ def rows_by_key(out: Path) -> dict[tuple[str, str], common.Row]:
 def test_loadtest_vision_passes_with_checked_responses_when_both_entries_are_loaded(
     server: TritonServer, tmp_path: Path
 ) -> None:
-    rc, summary, output = run_loadtest(tmp_path, "--url", server.http_url, "--pipeline", "vision", "--entry", "both",
-                                       "--run-time", "8s")  # fmt: skip
+    rc, summary, output = run_loadtest(
+        tmp_path, "--url", server.http_url, "--pipeline", "vision", "--entry", "both", "--run-time", "8s"
+    )
     assert rc == 0, output
     assert summary["passed"] and summary["failures"] == 0
     rows = rows_by_key(tmp_path)
@@ -45,8 +46,19 @@ def test_loadtest_vision_passes_with_checked_responses_when_both_entries_are_loa
 def test_loadtest_gpt2_records_ttft_itl_and_tokens_per_user_when_streaming(
     server: TritonServer, tmp_path: Path
 ) -> None:
-    rc, summary, output = run_loadtest(tmp_path, "--url", server.http_url, "--pipeline", "gpt2", "--users", "2",
-                                       "--run-time", "5s", "--max-tokens", "8")  # fmt: skip
+    rc, summary, output = run_loadtest(
+        tmp_path,
+        "--url",
+        server.http_url,
+        "--pipeline",
+        "gpt2",
+        "--users",
+        "2",
+        "--run-time",
+        "5s",
+        "--max-tokens",
+        "8",
+    )
     assert rc == 0, output
     rows = rows_by_key(tmp_path)
     whole, ttft, itl = (rows[(kind, "gpt2_stream")] for kind in (common.STREAM, common.TTFT, common.ITL))
@@ -62,8 +74,9 @@ def test_loadtest_gpt2_records_ttft_itl_and_tokens_per_user_when_streaming(
 def test_loadtest_fails_and_counts_failures_when_the_server_rejects_every_request(
     server: TritonServer, tmp_path: Path
 ) -> None:
-    rc, summary, output = run_loadtest(tmp_path, "--url", server.http_url, "--pipeline", "gpt2", "--run-time", "2s",
-                                       "--max-tokens", "0")  # fmt: skip
+    rc, summary, output = run_loadtest(
+        tmp_path, "--url", server.http_url, "--pipeline", "gpt2", "--run-time", "2s", "--max-tokens", "0"
+    )
     assert rc == 1, output
     whole = rows_by_key(tmp_path)[(common.STREAM, "gpt2_stream")]
     assert whole.requests > 0 and whole.failures == whole.requests

@@ -26,8 +26,9 @@ SHM = Path("/dev/shm")
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "TRITON_HTTP_URL": "", "TRITON_GRPC_URL": ""}
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env=env)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def one_error_line(done: subprocess.CompletedProcess) -> str:
@@ -143,9 +144,11 @@ def test_shared_region_is_destroyed_when_the_server_refuses_to_register_it() -> 
 
 @pytest.mark.parametrize(
     "args,model",
-    [(("clients.clo", "IMAGE", "--entry", "ensemble_jpeg", "--retries", "1"), "ensemble_jpeg"),
-     (("clients.gpt2", "hello", "--retries", "1"), "gpt2")],
-)  # fmt: skip
+    [
+        (("clients.clo", "IMAGE", "--entry", "ensemble_jpeg", "--retries", "1"), "ensemble_jpeg"),
+        (("clients.gpt2", "hello", "--retries", "1"), "gpt2"),
+    ],
+)
 def test_clients_say_the_server_is_overloaded_when_it_refuses_after_retries(
     args: tuple[str, ...], model: str, refusing_url: str, png: Path
 ) -> None:

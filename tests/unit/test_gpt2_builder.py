@@ -239,8 +239,11 @@ def _user_checkpoint(tiny: Exported, path: Path, **tokenizer_kwargs: object) -> 
     tiny.model.save_pretrained(path)
     fast = GPT2TokenizerFast(
         tokenizer_object=Tokenizer.from_str(tiny.tokenizer.to_str()),
-        eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, unk_token=EOS_TOKEN, **tokenizer_kwargs,
-    )  # fmt: skip
+        eos_token=EOS_TOKEN,
+        bos_token=EOS_TOKEN,
+        unk_token=EOS_TOKEN,
+        **tokenizer_kwargs,
+    )
     fast.save_pretrained(path)
     return path
 

@@ -108,8 +108,12 @@ def test_gpt2_training_writes_a_checkpoint_that_learned_when_quick_mode_runs(qui
     assert metrics["val_loss"] < math.log(metrics["recipe"]["vocab_size"])  # better than a uniform guess
     assert math.isclose(metrics["val_perplexity"], math.exp(metrics["val_loss"]), rel_tol=1e-3)
     assert metrics["saved_dtype"] in ("float16", "float32") and metrics["seconds"]["training"] > 0
-    assert set(metrics["samples_greedy"]) == {"The oil level in the", "To be or not to be", "KING LEAR\n",
-                                              "Shall I compare thee"}  # fmt: skip
+    assert set(metrics["samples_greedy"]) == {
+        "The oil level in the",
+        "To be or not to be",
+        "KING LEAR\n",
+        "Shall I compare thee",
+    }
     assert "step 30/30" in (quick_run / "train-log.txt").read_text()
 
 

@@ -128,8 +128,18 @@ def test_latency_windows_reports_p99_of_first_and_last_window_when_latency_drift
 
 
 def test_stub_label_reads_model_and_instance_when_given_a_stub_command_line() -> None:
-    cmd = ["/x/triton_python_backend_stub", "/repo/yolov8/1/model.py", "region", "1048576", "1048576", "42",
-           "/x/python", "336", "yolov8_0_1", "DEFAULT"]  # fmt: skip
+    cmd = [
+        "/x/triton_python_backend_stub",
+        "/repo/yolov8/1/model.py",
+        "region",
+        "1048576",
+        "1048576",
+        "42",
+        "/x/python",
+        "336",
+        "yolov8_0_1",
+        "DEFAULT",
+    ]
     assert soak.stub_label(cmd) == ("yolov8", "yolov8_0_1")
 
 

@@ -198,9 +198,15 @@ def exported() -> tuple[torch.nn.Module, onnx.ModelProto]:
     model, _, _ = build_yolov8(None, seed=0)
     buffer = io.BytesIO()
     torch.onnx.export(
-        model, torch.zeros(1, 3, 640, 640), buffer, dynamo=False, opset_version=17,
-        input_names=["images"], output_names=["raw"], dynamic_axes={"images": {0: "batch"}, "raw": {0: "batch"}},
-    )  # fmt: skip
+        model,
+        torch.zeros(1, 3, 640, 640),
+        buffer,
+        dynamo=False,
+        opset_version=17,
+        input_names=["images"],
+        output_names=["raw"],
+        dynamic_axes={"images": {0: "batch"}, "raw": {0: "batch"}},
+    )
     return model, onnx.load_from_string(buffer.getvalue())
 
 
