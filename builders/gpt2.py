@@ -1,9 +1,10 @@
-"""The GPT-2 text generation builder: a KV-cache ONNX decoder, tokenizer models and the generate models.
+"""The GPT-2 text generation builder: gpt2_stream (the generation model, with its KV-cache ONNX decoder and
+tokenizer in its own version folder) and gpt2 (the unary entry, forwarding to it).
 
 `build(cfg, out_dir)` loads GPT-2 (builders.gpt2_load: a local checkpoint; by default the trained stand-in in
 weights/gpt2; with `random_weights` an offline stand-in with random weights and a BPE trained on Python's stdlib),
-exports the decoder, checks it against torch and `generate` (builders.gpt2_decoder), and writes gpt2_decoder,
-gpt2_tokenizer, gpt2_detokenizer, gpt2 and gpt2_stream. Run it as `python -m builders gpt2`.
+exports the decoder, checks it against torch and `generate` (builders.gpt2_decoder), and writes gpt2_stream and
+gpt2. docs/gpt2-serving.md explains the layout. Run it as `python -m builders gpt2`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from tokenizers import Tokenizer
-
 from builders import gpt2_decoder, gpt2_load, progress, repository
 from builders.errors import BuildError
-from builders.gpt2_decoder import CHECK_NEW_TOKENS, DECODER, INTRA_OP_THREADS
+from builders.gpt2_decoder import CHECK_NEW_TOKENS, INTRA_OP_THREADS
 from builders.gpt2_load import TOKENIZER_FILE
 from builders.nets import gpt2 as nets
 from builders.nets.gpt2 import Gpt2Dims
@@ -25,25 +24,17 @@ from builders.triton_config import (
     NO_DYNAMIC_BATCHING,
     Device,
     ModelSpec,
-    OnnxModel,
     Policy,
     PythonModel,
     QueueLimits,
     Target,
     with_policies,
 )
-from tritonyard_contract import (
-    GENERATE_INPUTS,
-    GENERATE_OUTPUTS,
-    INPUT_IDS,
-    OPTIONAL_GENERATE_INPUTS,
-    TEXT_INPUT,
-    TEXT_OUTPUT,
-    decoder_inputs,
-    decoder_outputs,
-)
+from tritonyard_contract import GENERATE_INPUTS, GENERATE_OUTPUTS, OPTIONAL_GENERATE_INPUTS
 
-MODELS = (DECODER, "gpt2_tokenizer", "gpt2_detokenizer", "gpt2", "gpt2_stream")
+GENERATOR = "gpt2_stream"  # owns the decoder, the tokenizer and the engine
+ENTRY = "gpt2"  # non-decoupled entry, forwards to GENERATOR
+MODELS = (GENERATOR, ENTRY)
 
 
 @dataclass(frozen=True)
@@ -60,8 +51,8 @@ class Gpt2Config:
     int8: bool = False  # dynamic int8 quantization of the MatMuls
     seed: int = 0
     max_slots: int = 8  # in-flight batch size of the generation loop
-    # Requests waiting for a slot; more are refused with UNAVAILABLE. gpt2/gpt2_stream take requests off
-    # Triton's queue at once (no dynamic batching: the engine batches), so this bounds them under overload.
+    # Requests waiting for a slot; more are refused with UNAVAILABLE. gpt2_stream (and gpt2, forwarding to it) take
+    # requests off Triton's queue at once (no dynamic batching: the engine batches), so this bounds them.
     max_pending: int = 32
     # Prompts above this many UTF-8 bytes are refused before tokenizing (GPT-2 averages ~4 bytes a token,
     # so 32 KiB is 8x the 124M context: only abuse hits it, and it costs nothing to refuse).
@@ -130,11 +121,12 @@ def nominal_dims(cfg: Gpt2Config) -> Gpt2Dims:
 def specs(cfg: Gpt2Config, dims: Gpt2Dims | None = None) -> list[ModelSpec]:
     """Every GPT-2 model, in build order; `dims` from the loaded model (default: `nominal_dims(cfg)`)."""
     d = dims or nominal_dims(cfg)
+    gpu = cfg.device == "gpu"
     params = {
-        "decoder_model": DECODER,
-        # cpu: the generate loop runs the ONNX file itself (no per-token BLS hop, ~3 ms each here);
-        # gpu: it calls gpt2_decoder through BLS so the onnxruntime backend runs it on the GPU.
-        "decoder_mode": "bls" if cfg.device == "gpu" else "in_process",
+        # gpu: onnxruntime's CUDA provider in the model's own process, the cache kept on the GPU as torch tensors
+        # (KIND_GPU instances); cpu: the CPU provider with the cache in numpy arrays (no torch in the server).
+        "execution_provider": "cuda" if gpu else "cpu",
+        "cache_arrays": "torch" if gpu else "numpy",
         "n_layer": str(d.n_layer),
         "n_head": str(d.n_head),
         "head_dim": str(d.head_dim),
@@ -146,37 +138,27 @@ def specs(cfg: Gpt2Config, dims: Gpt2Dims | None = None) -> list[ModelSpec]:
         "max_prompt_bytes": str(cfg.max_prompt_bytes),
         "intra_op_threads": str(INTRA_OP_THREADS),
     }
-    generate = {
-        "source": "gpt2_generate",
-        "inputs": GENERATE_INPUTS,
-        "outputs": GENERATE_OUTPUTS,
-        "optional_inputs": OPTIONAL_GENERATE_INPUTS,
-        "parameters": params,
-        # The in-flight engine batches and execute() returns at once: Triton's dynamic batcher would only add
-        # stalls (on 2.51 a burst reached execute() in 0.5 s waves), so none; max_pending bounds the backlog.
-        "policy": NO_DYNAMIC_BATCHING,
-    }
+    interface = {"inputs": GENERATE_INPUTS, "outputs": GENERATE_OUTPUTS, "optional_inputs": OPTIONAL_GENERATE_INPUTS}
     models: list[ModelSpec] = [
-        OnnxModel(
-            DECODER,
-            decoder_inputs(d.n_layer, d.n_head, d.head_dim),
-            decoder_outputs(d.n_layer, d.n_head, d.head_dim, d.vocab_size),
-            cpu_threads=INTRA_OP_THREADS,
-            concat_batch=False,  # requests differ in sequence and past lengths: never concatenable
+        PythonModel(
+            GENERATOR,
+            "gpt2_generate",
+            **interface,
+            parameters=params,
+            decoupled=True,
+            gpu=True,
+            # The in-flight engine batches and execute() returns at once: Triton's dynamic batcher would only add
+            # stalls (on 2.51 a burst reached execute() in 0.5 s waves), so none; max_pending bounds the backlog.
+            policy=NO_DYNAMIC_BATCHING,
         ),
         PythonModel(
-            "gpt2_tokenizer",
-            "gpt2_tokenizer",
-            (TEXT_INPUT,),
-            (INPUT_IDS,),
-            parameters={"max_prompt_bytes": str(cfg.max_prompt_bytes)},
+            ENTRY,
+            "gpt2_forward",
+            **interface,
+            # Forwarding threads: twice what the engine holds, so gpt2_stream's limit is the one clients meet.
+            parameters={"generation_model": GENERATOR, "max_in_flight": str(2 * (cfg.max_slots + cfg.max_pending))},
+            policy=NO_DYNAMIC_BATCHING,
         ),
-        # The streaming loop's prefix-offset decoder ships beside it: one implementation for both.
-        PythonModel(
-            "gpt2_detokenizer", "gpt2_detokenizer", (INPUT_IDS,), (TEXT_OUTPUT,), shared=("gpt2_generate/detok.py",)
-        ),
-        PythonModel("gpt2", **generate),
-        PythonModel("gpt2_stream", **generate, decoupled=True),
     ]
     return with_policies(models, cfg.policies, cfg.target)
 
@@ -184,40 +166,29 @@ def specs(cfg: Gpt2Config, dims: Gpt2Dims | None = None) -> list[ModelSpec]:
 # --- build ---
 
 
-def write_tokenizer(repo: Path, tokenizer: Tokenizer) -> None:
-    """`<model>/1/tokenizer.json` for every model that (de)tokenizes: each ships on its own."""
-    for name in MODELS[1:]:
-        tokenizer.save(str(repository.version_dir(repo, name) / TOKENIZER_FILE))
-
-
 def build(cfg: Gpt2Config, out_dir: Path) -> list[str]:
     """Build the GPT-2 models into `out_dir` (a Triton model repository); returns their names."""
     target = cfg.target
-    decoder_batch = target.resolve(cfg.policies.get(DECODER, Policy())).max_batch_size
-    if cfg.device == "gpu" and cfg.max_slots > decoder_batch:
-        raise BuildError(
-            f"--max-slots {cfg.max_slots} exceeds {DECODER}'s max_batch_size {decoder_batch} on gpu "
-            "(the generate loop sends all slots to it in one BLS request)"
-        )
     optimizing = cfg.optimize or cfg.int8
     loading = "build the stand-in GPT-2 and train its BPE" if cfg.checkpoint is None else "load GPT-2 and its tokenizer"
     steps = progress.Progress(f"gpt2 ({cfg.source}), {cfg.device} target -> {out_dir}", 6 if optimizing else 5)
     with repository.staged(out_dir, list(MODELS)) as repo:
-        served = repository.version_dir(repo, DECODER) / "model.onnx"
+        version = repository.version_dir(repo, GENERATOR)
+        served = version / "model.onnx"
         fp32 = repo / "work" / "decoder_fp32.onnx" if optimizing else served  # `work/` goes with the staging dir
         with steps.step(loading):
             model, tokenizer, dims = gpt2_load.load(cfg)
-        with steps.step("export gpt2_decoder (KV cache) and compare logits with torch"):
+        with steps.step(f"export {GENERATOR}'s decoder (KV cache) and compare logits with torch"):
             gpt2_decoder.export_decoder(model, dims, fp32, cfg.seed)
             gpt2_decoder.check_logits(model, dims, fp32, cfg.seed)
         with steps.step(f"greedy ONNX loop vs transformers generate ({CHECK_NEW_TOKENS} tokens)"):
             gpt2_decoder.check_greedy(model, tokenizer, dims, fp32)
         if optimizing:
             what = " + ".join(w for w, on in (("fuse", cfg.optimize), ("int8", cfg.int8)) if on)
-            with steps.step(f"optimize gpt2_decoder ({what}) and check it against fp32"):
+            with steps.step(f"optimize {GENERATOR}'s decoder ({what}) and check it against fp32"):
                 gpt2_decoder.optimize(cfg, fp32, served, tokenizer, dims)
         with steps.step("write configs, tokenizer.json and Python-backend sources"):
-            write_tokenizer(repo, tokenizer)
+            tokenizer.save(str(version / TOKENIZER_FILE))  # the one copy: gpt2_stream tokenizes for both entries
             served_by = [(s.name, repository.add_model(repo, s, target)) for s in specs(cfg, dims)]
         with steps.step("parse configs back"):
             for name in MODELS:

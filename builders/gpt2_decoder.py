@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tritonyard.build")
 
-DECODER = "gpt2_decoder"
+DECODER = "gpt2_stream's decoder"  # in messages: the model.onnx in gpt2_stream's version folder
 # Max abs logit diff, ONNX vs torch (fp32), relative to the largest |logit| when that exceeds 1.
 TOLERANCE = 1e-3
 CHECK_PROMPTS = ("def main():", "The quick brown fox 🦊 jumps over 世界")

@@ -155,7 +155,8 @@ class Target:
 
     @property
     def onnx_kind(self) -> str:
-        """Instance kind of ONNX models; Python models do CPU work (decoding, tokenizing) and stay KIND_CPU."""
+        """Instance kind of ONNX models (and of Python models that run one on the GPU themselves); other Python
+        models do CPU work (decoding, tokenizing) and stay KIND_CPU."""
         return "KIND_GPU" if self.device == "gpu" else "KIND_CPU"
 
     def resolve(self, policy: Policy = Policy()) -> Resolved:
@@ -214,6 +215,7 @@ class PythonModel:
     decoupled: bool = False  # responses go through the response sender: 0..n per request (streaming)
     shared: tuple[str, ...] = ()  # more modules shipped beside model.py, as "<python_backends folder>/<file>.py"
     policy: Policy = Policy()
+    gpu: bool = False  # computes on the GPU itself (e.g. an onnxruntime session): KIND_GPU on the gpu target
 
 
 @dataclass(frozen=True)
@@ -332,7 +334,8 @@ def model_config(spec: ModelSpec, target: Target) -> ModelConfig:
             policy = target.resolve(spec.policy)
         except BuildError as exc:
             raise BuildError(f"{spec.name}: {exc}") from exc
-        kind = target.onnx_kind if isinstance(spec, OnnxModel) else "KIND_CPU"
+        on_device = isinstance(spec, OnnxModel) or (isinstance(spec, PythonModel) and spec.gpu)
+        kind = target.onnx_kind if on_device else "KIND_CPU"
         body.update(maxBatchSize=policy.max_batch_size, instanceGroup=[{"kind": kind, "count": policy.instances}])
         body.update(_batching(policy))
         body.update(_onnx_dict(spec, target) if isinstance(spec, OnnxModel) else _python_dict(spec))

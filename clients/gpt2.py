@@ -1,5 +1,5 @@
-"""GPT-2 client: server-side generation (streamed over gRPC, or whole over HTTP), or the old
-client-side greedy loop (`--baseline`) for comparison.
+"""GPT-2 client: server-side generation (streamed from gpt2_stream over gRPC, or whole from gpt2 over HTTP), or
+a client-side greedy loop without a cache (`--baseline`: one gpt2 call per token) for comparison.
 
     python -m clients.gpt2 "The oil level is" --max-tokens 32 --stream
     python -m clients.gpt2 "The oil level is" --baseline
@@ -14,27 +14,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from clients.lib import cli, payloads, retry
 from clients.lib.timing import Generation
-from tritonyard_contract import (
-    ATTENTION_MASK,
-    COMPLETION_TOKENS,
-    EOS_TOKEN,
-    FINISH_REASON,
-    INPUT_IDS,
-    LOGITS,
-    POSITION_IDS,
-    PROMPT_TOKENS,
-    TEXT_OUTPUT,
-    TensorSpec,
-)
-from tritonyard_contract.tensors import PAST_PREFIX
+from tritonyard_contract import COMPLETION_TOKENS, FINISH_REASON, PROMPT_TOKENS, TEXT_OUTPUT
 
-DEFAULT_TOKENIZER = (
-    Path(__file__).resolve().parent.parent / "model_repository" / "gpt2_tokenizer" / "1" / "tokenizer.json"
-)
+# gpt2_stream tokenizes for both entries; its version folder holds the one tokenizer.json.
+DEFAULT_TOKENIZER = Path(__file__).resolve().parent.parent / "model_repository" / "gpt2_stream" / "1" / "tokenizer.json"
 STREAM_ERROR_WAIT_S = 5.0  # how long a broken stream's callback gets to report why
 __all__ = ["Generation", "baseline", "generate", "main", "stream"]
 
@@ -144,18 +129,6 @@ def _stream_once(
         client.close()
 
 
-def _decoder_request(httpclient, ids: list[int], past: list[TensorSpec]) -> list:
-    """The whole sequence with every past empty (no cache), as the old client-side loop sent it."""
-    n = len(ids)
-    arrays = [
-        (INPUT_IDS, np.array([ids], np.int64)),
-        (ATTENTION_MASK, np.ones((1, n), np.int64)),
-        (POSITION_IDS, np.arange(n, dtype=np.int64)[None]),
-    ]
-    arrays += [(t, np.zeros((1, t.dims[0], 0, t.dims[2]), np.float32)) for t in past]
-    return [payloads.tensor(httpclient, spec, array) for spec, array in arrays]
-
-
 def baseline(
     url: str,
     prompt: str,
@@ -165,43 +138,22 @@ def baseline(
     retry_policy: retry.RetryPolicy = retry.DEFAULT,
     timeout_s: float | None = None,
 ) -> tuple[Generation, list[int]]:
-    """The old client-side loop: tokenize here, resend the whole sequence each step (no KV cache), argmax."""
-    import tritonclient.http as httpclient
+    """A client-side greedy loop without a cache: one `gpt2` call per token (max_tokens 1), each resending the
+    prompt and the text so far, so the server prefills the whole sequence at every step. Returns the generation
+    and its token ids (by the tokenizer at `tokenizer_path`, which also counts the prompt)."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    eos = tokenizer.token_to_id(EOS_TOKEN)
-    kw = {"connection_timeout": timeout_s, "network_timeout": timeout_s} if timeout_s else {}
-    client = httpclient.InferenceServerClient(url, **kw)
-    ids = tokenizer.encode(prompt).ids
-    prompt_len, reason = len(ids), "length"
-    try:
-        config = client.get_model_config("gpt2_decoder", headers=headers)
-        past = [
-            TensorSpec(t["name"], "TYPE_FP32", tuple(int(d) for d in t["dims"]))
-            for t in config["input"]
-            if t["name"].startswith(PAST_PREFIX)
-        ]
-        logits = [httpclient.InferRequestedOutput(LOGITS, binary_data=True)]
-        start = time.perf_counter()
-        for _ in range(max_tokens):
-            inputs = _decoder_request(httpclient, ids, past)
-            out = retry.call(
-                # Called at once, inside this iteration, so binding the loop's variables late is harmless.
-                lambda: client.infer("gpt2_decoder", inputs, outputs=logits, headers=headers),  # noqa: B023
-                retry_policy,
-                what="gpt2_decoder",
-            )
-            token = int(np.argmax(out.as_numpy(LOGITS)[0, -1]))
-            if token == eos:
-                reason = "stop"
-                break
-            ids.append(token)
-    finally:
-        client.close()
+    text, reason, steps = "", "length", 0
+    start = time.perf_counter()
+    for _ in range(max_tokens):
+        step = generate(url, prompt + text, "http", headers, retry_policy, timeout_s, max_tokens=1)
+        if step.completion_tokens == 0:  # the end token came first
+            reason = "stop"
+            break
+        text, steps = text + step.text, steps + 1
     total = time.perf_counter() - start
-    generated = ids[prompt_len:]
-    return Generation(tokenizer.decode(generated), reason, prompt_len, len(generated), total), generated
+    return Generation(text, reason, len(tokenizer.encode(prompt).ids), steps, total), tokenizer.encode(text).ids
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -217,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stop", action="append", help="stop string, not included in the output (repeatable)")
     p.add_argument("--stream", action="store_true", help="gpt2_stream over gRPC: print tokens as they arrive")
     p.add_argument("--protocol", choices=("http", "grpc"), default="http", help="for the non-streaming call")
-    p.add_argument("--baseline", action="store_true", help="client-side greedy loop against gpt2_decoder, no cache")
+    p.add_argument("--baseline", action="store_true", help="client-side greedy loop, one gpt2 call per token, no cache")
     p.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER, help="tokenizer.json for --baseline")
     cli.add_server_options(p)
     return p
@@ -248,7 +200,7 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
 def _mode(args: argparse.Namespace) -> tuple[str, str, str]:
     """(protocol, model, label of the summary line) for the flags: --baseline, --stream, or one whole request."""
     if args.baseline:
-        return "http", "gpt2_decoder", "baseline (client loop, no cache)"
+        return "http", "gpt2", "baseline (client loop, no cache)"
     if args.stream:
         return "grpc", "gpt2_stream", "gpt2_stream (gRPC)"
     return args.protocol, "gpt2", "gpt2"

@@ -12,7 +12,8 @@ from deploy_kserve import KSERVE_DIR, ROOT
 from deploy_kserve.objects import Check
 from deploy_kserve.rules import IMAGE_SCRIPTS, NGC_RELEASE, TRITON_VERSION
 
-IMAGE_PACKAGES = ("numpy", "onnxruntime", "tokenizers", "pillow")
+# onnxruntime-gpu: the CUDA provider (and the CPU one) for gpt2_stream; torch: its KV cache on the GPU (IO binding).
+IMAGE_PACKAGES = ("numpy", "onnxruntime-gpu", "torch", "tokenizers", "pillow")
 # Every metric Triton 2.51 exports (https://github.com/triton-inference-server/server/blob/r24.10/docs/user_guide/metrics.md).
 TRITON_METRICS = {
     *(
@@ -74,7 +75,7 @@ def _image_copies(dockerfile: str, image_dir: Path, root: Path) -> list[str]:
 
 
 IMAGE_HOME = "/opt/tritonyard"  # the scripts' folder in the image: the project files they import go beside them
-IMAGE_IMPORTS = {"numpy", "onnxruntime", "tokenizers", "PIL"}  # what kserve/image/requirements.txt installs
+IMAGE_IMPORTS = {"numpy", "onnxruntime", "torch", "tokenizers", "PIL"}  # what kserve/image/requirements.txt installs
 
 
 def _imports(path: Path) -> tuple[set[str], str | None]:

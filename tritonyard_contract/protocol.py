@@ -25,6 +25,27 @@ def overloaded_message(model: str, max_pending: int) -> str:
     return f"{model}: {OVERLOADED}, {max_pending} requests already wait for a generation slot; retry later"
 
 
+# --- gpt2 -> gpt2_stream over BLS ---
+ENTRY_PARAMETER = "entry_model"  # request parameter naming the model a BLS request came through (gpt2)
+# Triton 2.51 gives every error a BLS caller receives the code INTERNAL, whatever the callee sent
+# (triton-inference-server/server#7804). So gpt2_stream puts the code's name in front of a refusal it sends to
+# a BLS caller, and gpt2 takes it off and answers with that code: a bad input stays 400 through gpt2.
+_CODE_TAG = "[code "
+
+
+def tag_error_code(code_name: str, message: str) -> str:
+    """`message` carrying `code_name` (pb_utils.TritonError's attribute name, e.g. INVALID_ARG) for a BLS caller."""
+    return f"{_CODE_TAG}{code_name}] {message}"
+
+
+def untag_error_code(message: str) -> tuple[str | None, str]:
+    """(code name or None, the message without the tag): the inverse of `tag_error_code`."""
+    if not message.startswith(_CODE_TAG) or "] " not in message:
+        return None, message
+    head, rest = message[len(_CODE_TAG) :].split("] ", 1)
+    return (head, rest) if head.isidentifier() else (None, message)
+
+
 # --- the admin key that guards Triton's model-repository API ---
 ADMIN_KEY_ENV = "TRITON_ADMIN_KEY"
 ADMIN_KEY_FILE_ENV = "TRITON_ADMIN_KEY_FILE"

@@ -83,28 +83,84 @@ OUTPUT_RANGES = {
 }
 SCORE_RANGE = (0.0, 1.0)
 
-# --- GPT-2 text generation: the convention Triton LLM users know (gpt2 and gpt2_stream) ---
+# --- GPT-2 text generation: TensorRT-LLM's tensor interface (its `ensemble` / `tensorrt_llm_bls` models) ---
+# gpt2_stream (decoupled) and gpt2 (unary) both declare every tensor below, with TensorRT-LLM's names, dtypes and
+# dims, so genai-perf (--backend tensorrtllm), Triton's OpenAI frontend and TensorRT-LLM clients drive them as is.
+# docs/gpt2-serving.md maps each one: what it does here, its default, and which values are refused.
 TEXT_INPUT = TensorSpec("text_input", "TYPE_STRING", (1,))
 MAX_TOKENS = TensorSpec("max_tokens", "TYPE_INT32", (1,))
+STREAM = TensorSpec("stream", "TYPE_BOOL", (1,))
+EXCLUDE_INPUT_IN_OUTPUT = TensorSpec("exclude_input_in_output", "TYPE_BOOL", (1,))
+MIN_LENGTH = TensorSpec("min_length", "TYPE_INT32", (1,))  # TensorRT-LLM's older name, what genai-perf 0.0.16 sends
+MIN_TOKENS = TensorSpec("min_tokens", "TYPE_INT32", (1,))
+END_ID = TensorSpec("end_id", "TYPE_INT32", (1,))
+PAD_ID = TensorSpec("pad_id", "TYPE_INT32", (1,))
 TEMPERATURE = TensorSpec("temperature", "TYPE_FP32", (1,))
 TOP_K = TensorSpec("top_k", "TYPE_INT32", (1,))
 TOP_P = TensorSpec("top_p", "TYPE_FP32", (1,))
 SEED = TensorSpec("seed", "TYPE_UINT64", (1,))
-STOP = TensorSpec("stop", "TYPE_STRING", (-1,))
-GENERATE_INPUTS = (TEXT_INPUT, MAX_TOKENS, TEMPERATURE, TOP_K, TOP_P, SEED, STOP)
-OPTIONAL_GENERATE_INPUTS = frozenset(t.name for t in GENERATE_INPUTS[1:])
+RANDOM_SEED = TensorSpec("random_seed", "TYPE_UINT64", (1,))  # TensorRT-LLM's older name of `seed`
+STOP = TensorSpec("stop", "TYPE_STRING", (-1,))  # ours (before the TensorRT-LLM names); same as stop_words
+STOP_WORDS = TensorSpec("stop_words", "TYPE_STRING", (-1,))
+BAD_WORDS = TensorSpec("bad_words", "TYPE_STRING", (-1,))
+BEAM_WIDTH = TensorSpec("beam_width", "TYPE_INT32", (1,))
+NUM_RETURN_SEQUENCES = TensorSpec("num_return_sequences", "TYPE_INT32", (1,))
+LENGTH_PENALTY = TensorSpec("length_penalty", "TYPE_FP32", (1,))
+REPETITION_PENALTY = TensorSpec("repetition_penalty", "TYPE_FP32", (1,))
+PRESENCE_PENALTY = TensorSpec("presence_penalty", "TYPE_FP32", (1,))
+FREQUENCY_PENALTY = TensorSpec("frequency_penalty", "TYPE_FP32", (1,))
+RETURN_LOG_PROBS = TensorSpec("return_log_probs", "TYPE_BOOL", (1,))
+RETURN_CONTEXT_LOGITS = TensorSpec("return_context_logits", "TYPE_BOOL", (1,))
+RETURN_GENERATION_LOGITS = TensorSpec("return_generation_logits", "TYPE_BOOL", (1,))
+RETURN_PERF_METRICS = TensorSpec("return_perf_metrics", "TYPE_BOOL", (1,))
+RETURN_NUM_INPUT_TOKENS = TensorSpec("return_num_input_tokens", "TYPE_BOOL", (1,))
+RETURN_NUM_OUTPUT_TOKENS = TensorSpec("return_num_output_tokens", "TYPE_BOOL", (1,))
+IGNORE_EOS = TensorSpec("ignore_eos", "TYPE_BOOL", (1,))  # vLLM's; genai-perf passes it with --extra-inputs
+GENERATE_INPUTS = (
+    TEXT_INPUT,
+    MAX_TOKENS,
+    STREAM,
+    EXCLUDE_INPUT_IN_OUTPUT,
+    MIN_LENGTH,
+    MIN_TOKENS,
+    END_ID,
+    PAD_ID,
+    TEMPERATURE,
+    TOP_K,
+    TOP_P,
+    SEED,
+    RANDOM_SEED,
+    STOP,
+    STOP_WORDS,
+    BAD_WORDS,
+    BEAM_WIDTH,
+    NUM_RETURN_SEQUENCES,
+    LENGTH_PENALTY,
+    REPETITION_PENALTY,
+    PRESENCE_PENALTY,
+    FREQUENCY_PENALTY,
+    RETURN_LOG_PROBS,
+    RETURN_CONTEXT_LOGITS,
+    RETURN_GENERATION_LOGITS,
+    RETURN_PERF_METRICS,
+    RETURN_NUM_INPUT_TOKENS,
+    RETURN_NUM_OUTPUT_TOKENS,
+    IGNORE_EOS,
+)
+OPTIONAL_GENERATE_INPUTS = frozenset(t.name for t in GENERATE_INPUTS[1:])  # text_input is the only required one
 
-TEXT_OUTPUT = TensorSpec("text_output", "TYPE_STRING", (1,))
-FINISH_REASON = TensorSpec("finish_reason", "TYPE_STRING", (1,))
-PROMPT_TOKENS = TensorSpec("prompt_tokens", "TYPE_INT32", (1,))
-COMPLETION_TOKENS = TensorSpec("completion_tokens", "TYPE_INT32", (1,))
-GENERATE_OUTPUTS = (TEXT_OUTPUT, FINISH_REASON, PROMPT_TOKENS, COMPLETION_TOKENS)
+TEXT_OUTPUT = TensorSpec("text_output", "TYPE_STRING", (-1,))
+NUM_INPUT_TOKENS = TensorSpec("num_input_tokens", "TYPE_INT32", (1,))
+NUM_OUTPUT_TOKENS = TensorSpec("num_output_tokens", "TYPE_INT32", (1,))
+FINISH_REASON = TensorSpec("finish_reason", "TYPE_STRING", (1,))  # ours: "stop", "length" or "" (a streamed piece)
+PROMPT_TOKENS = TensorSpec("prompt_tokens", "TYPE_INT32", (1,))  # ours: the same count as num_input_tokens
+COMPLETION_TOKENS = TensorSpec("completion_tokens", "TYPE_INT32", (1,))  # ours: the same as num_output_tokens
+GENERATE_OUTPUTS = (TEXT_OUTPUT, NUM_INPUT_TOKENS, NUM_OUTPUT_TOKENS, FINISH_REASON, PROMPT_TOKENS, COMPLETION_TOKENS)
 
-# gpt2_tokenizer: text_input -> input_ids; gpt2_detokenizer: input_ids -> text_output.
-INPUT_IDS = TensorSpec("input_ids", "TYPE_INT64", (-1,))
 EOS_TOKEN = "<|endoftext|>"
 
-# --- the optimum-style KV-cache decoder (gpt2_decoder), so optimum-exported real models drop in ---
+# --- the optimum-style KV-cache decoder (gpt2_stream's model.onnx), so optimum-exported real models drop in ---
+INPUT_IDS = TensorSpec("input_ids", "TYPE_INT64", (-1,))
 ATTENTION_MASK = TensorSpec("attention_mask", "TYPE_INT64", (-1,))  # past + new positions
 POSITION_IDS = TensorSpec("position_ids", "TYPE_INT64", (-1,))
 LOGITS = "logits"

@@ -3,23 +3,22 @@
 One thread owns the decoder. Each iteration it admits waiting sequences (one batched prefill),
 then runs a single decode step for every active sequence. Finished and cancelled sequences
 leave at once and free their cache; new ones join at the next step. Caches of different lengths
-share one batch by left padding, masked out through attention_mask.
+share one batch by left padding, masked out through attention_mask. The cache arrays are the
+decoder's (`decoder.Decoder.ops`): on the gpu target they stay on the device between steps.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from decoder import Decoder, NumpyOps
 from detok import IncrementalDecoder, StopText
 from sampling import SamplingParams, choose
-
-from tritonyard_contract.tensors import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS, past_names, present_names
-
-Run = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 class Sink:
@@ -41,53 +40,32 @@ class Sequence:
     decoder: IncrementalDecoder
     stop: StopText
     sink: Sink
+    end_id: int  # the token that ends generation (the tokenizer's EOS unless the request sets end_id)
+    min_tokens: int = 0  # end_id cannot end generation before this many tokens
+    origin: str = ""  # the entry model the request came through (gpt2 or gpt2_stream), for the batch log
     generated: list[int] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Shape:
-    """Decoder geometry from the config; the cache tensors are named as the contract says."""
-
-    n_layer: int
-    n_head: int
-    head_dim: int
-    eos_token_id: int
-
-    @property
-    def past_names(self) -> list[str]:
-        return past_names(self.n_layer)
-
-    @property
-    def present_names(self) -> list[str]:
-        return present_names(self.n_layer)
-
-
-def left_pad(x: np.ndarray, width: int, axis: int) -> np.ndarray:
-    """Pad `x` with zeros on the left of `axis` up to `width`."""
-    missing = width - x.shape[axis]
-    if missing <= 0:
-        return x
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (missing, 0)
-    return np.pad(x, pad)
+HOST = NumpyOps()  # the attention mask and token ids always live on the host: they are small
 
 
 class Batch:
-    """The running sequences with their stacked caches [B, heads, P, head_dim] and mask [B, P]."""
+    """The running sequences with their stacked caches [B, heads, P, head_dim] (arrays of `ops`) and mask [B, P]."""
 
-    def __init__(self, shape: Shape) -> None:
-        self.shape = shape
+    def __init__(self, ops: NumpyOps) -> None:
+        self.ops = ops
         self.seqs: list[Sequence] = []
-        self.past: list[np.ndarray] = []
+        self.past: list = []
         self.mask = np.zeros((0, 0), np.int64)
 
-    def join(self, seqs: list[Sequence], past: list[np.ndarray], mask: np.ndarray) -> None:
+    def join(self, seqs: list[Sequence], past: list, mask: np.ndarray) -> None:
         width = max(self.mask.shape[1], mask.shape[1])
         if not self.seqs:
             self.seqs, self.past, self.mask = list(seqs), past, mask
             return
-        self.past = [np.concatenate([left_pad(a, width, 2), left_pad(b, width, 2)]) for a, b in zip(self.past, past)]
-        self.mask = np.concatenate([left_pad(self.mask, width, 1), left_pad(mask, width, 1)])
+        pad, cat = self.ops.left_pad, self.ops.cat
+        self.past = [cat([pad(a, width, 2), pad(b, width, 2)]) for a, b in zip(self.past, past)]
+        self.mask = np.concatenate([HOST.left_pad(self.mask, width, 1), HOST.left_pad(mask, width, 1)])
         self.seqs += seqs
 
     def drop(self, keep: list[int]) -> None:
@@ -99,21 +77,32 @@ class Batch:
         mask = self.mask[keep]
         start = int(np.argmax(mask.any(axis=0)))
         self.mask = mask[:, start:]
-        self.past = [p[keep][:, :, start:] for p in self.past]
+        self.past = [self.ops.rows(p, keep)[:, :, start:] for p in self.past]
+
+    def origins(self) -> str:
+        """Who the running sequences came through, e.g. "gpt2 2, gpt2_stream 3"."""
+        counts = Counter(s.origin or "?" for s in self.seqs)
+        return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
 
 
 class Engine:
     """Owns the decoder loop thread; `submit` is safe to call from Triton's execute()."""
 
     def __init__(
-        self, run: Run, shape: Shape, max_slots: int, log: Callable[[str], None], max_pending: int = 1 << 30
+        self,
+        decoder: Decoder,
+        max_slots: int,
+        log: Callable[[str], None],
+        max_pending: int = 1 << 30,
+        info: Callable[[str], None] | None = None,
     ) -> None:
-        self.run, self.shape, self.max_slots, self.log = run, shape, max_slots, log
+        self.decoder, self.max_slots, self.log = decoder, max_slots, log
+        self.info = info or (lambda _: None)
         self.max_pending = max_pending
         self.waiting: queue.Queue[Sequence | None] = queue.Queue()
-        self.batch = Batch(shape)
+        self.batch = Batch(decoder.ops)
         self.thread = threading.Thread(target=self._loop, name="gpt2-engine", daemon=True)
-        self.stopping = False
+        self.stopping = self.aborting = False
         self.thread.start()
 
     def submit(self, seq: Sequence) -> bool:
@@ -124,14 +113,26 @@ class Engine:
         self.waiting.put(seq)
         return True
 
-    def close(self) -> None:
+    def close(self, drain_s: float = 60.0) -> None:
+        """Admit nothing new, let the running and waiting sequences finish (up to `drain_s`), then fail what is
+        left, so every request gets its final response before the model goes."""
         self.stopping = True
-        self.waiting.put(None)
+        self.waiting.put(None)  # wakes an idle loop
+        self.thread.join(timeout=drain_s)
+        self.aborting = True
         self.thread.join(timeout=30)
+        leftover = list(self.batch.seqs)
+        while not self.waiting.empty():
+            seq = self.waiting.get_nowait()
+            if seq is not None:
+                leftover.append(seq)
+        for seq in leftover:
+            seq.sink.fail("generation stopped: the model is being unloaded")
+        self.batch = Batch(self.decoder.ops)
 
     def _admit(self) -> list[Sequence]:
         new: list[Sequence] = []
-        block = not self.batch.seqs  # idle: sleep until work arrives
+        block = not self.batch.seqs and not self.stopping  # idle: sleep until work arrives
         while len(self.batch.seqs) + len(new) < self.max_slots:
             try:
                 seq = self.waiting.get(block=block and not new, timeout=None)
@@ -146,7 +147,7 @@ class Engine:
         return new
 
     def _loop(self) -> None:
-        while not self.stopping:
+        while not self.aborting:
             try:
                 new = self._admit()
                 if new:
@@ -157,40 +158,37 @@ class Engine:
                 self.log(f"decoder step failed: {exc}")
                 for seq in self.batch.seqs:
                     seq.sink.fail(f"generation failed: {exc}")
-                self.batch = Batch(self.shape)
-
-    def _empty_past(self, batch: int) -> dict[str, np.ndarray]:
-        s = self.shape
-        return {n: np.zeros((batch, s.n_head, 0, s.head_dim), np.float32) for n in s.past_names}
+                self.batch = Batch(self.decoder.ops)
+            if self.stopping and not self.batch.seqs and self.waiting.empty():
+                return  # drained
 
     def _prefill(self, seqs: list[Sequence]) -> None:
         """One decoder run over every new prompt, left-padded to the longest."""
         width = max(len(s.prompt) for s in seqs)
-        ids = np.stack([left_pad(np.array(s.prompt, np.int64), width, 0) for s in seqs])
-        mask = np.stack([left_pad(np.ones(len(s.prompt), np.int64), width, 0) for s in seqs])
+        ids = np.stack([HOST.left_pad(np.array(s.prompt, np.int64), width, 0) for s in seqs])
+        mask = np.stack([HOST.left_pad(np.ones(len(s.prompt), np.int64), width, 0) for s in seqs])
         positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
-        feeds = {INPUT_IDS.name: ids, ATTENTION_MASK.name: mask, POSITION_IDS.name: positions}
         try:
-            out = self.run({**feeds, **self._empty_past(len(seqs))})
+            logits, past = self.decoder.run(ids, mask, positions, self.decoder.empty_cache(len(seqs)))
         except Exception as exc:  # noqa: BLE001 - these never joined the batch, so the loop's handler misses them
             self.log(f"prefill failed: {exc}")
             for seq in seqs:
                 seq.sink.fail(f"generation failed: {exc}")
             return
-        past = [out[n] for n in self.shape.present_names]
-        keep = self._advance(seqs, out[LOGITS][:, -1, :])
-        self.batch.join([seqs[i] for i in keep], [p[keep] for p in past], mask[keep])
+        keep = self._advance(seqs, logits)
+        if keep:
+            ops = self.decoder.ops
+            self.batch.join([seqs[i] for i in keep], [ops.rows(p, keep) for p in past], mask[keep])
+        self.info(f"batch of {len(self.batch.seqs)} after admitting {len(seqs)}: {self.batch.origins() or 'empty'}")
 
     def _step(self) -> None:
         batch = self.batch
         last = np.array([[s.generated[-1]] for s in batch.seqs], np.int64)
         positions = batch.mask.sum(axis=1, keepdims=True)
         mask = np.concatenate([batch.mask, np.ones((len(batch.seqs), 1), np.int64)], axis=1)
-        feeds = {INPUT_IDS.name: last, ATTENTION_MASK.name: mask, POSITION_IDS.name: positions}
-        feeds.update(zip(self.shape.past_names, batch.past))
-        out = self.run(feeds)
-        batch.past, batch.mask = [out[n] for n in self.shape.present_names], mask
-        keep = self._advance(batch.seqs, out[LOGITS][:, -1, :])
+        logits, batch.past = self.decoder.run(last, mask, positions, batch.past)
+        batch.mask = mask
+        keep = self._advance(batch.seqs, logits)
         if len(keep) < len(batch.seqs):
             batch.drop(keep)
 
@@ -201,8 +199,12 @@ class Engine:
             if seq.sink.is_cancelled():
                 seq.sink.fail(f"cancelled after {len(seq.generated)} tokens; its cache is freed")
                 continue
-            token = choose(logits[row], seq.sampling, seq.rng)
-            if token == self.shape.eos_token_id:
+            scores = logits[row]
+            if len(seq.generated) < seq.min_tokens:  # min_tokens / ignore_eos: the end token cannot win yet
+                scores = scores.copy()
+                scores[seq.end_id] = -np.inf
+            token = choose(scores, seq.sampling, seq.rng)
+            if token == seq.end_id:
                 seq.sink.finish(seq.stop.flush(), "stop", len(seq.generated))
                 continue
             seq.generated.append(token)

@@ -1,8 +1,10 @@
-"""GPT-2 text generation in the server: text in, text out, one decoder step per token.
+"""gpt2_stream: GPT-2 text generation, text in and text out, in one decoupled model (vLLM's layout).
 
-The same file serves `gpt2` (one response per request) and `gpt2_stream` (decoupled: one
-response per new piece of text). Requests are handed to an in-flight batching engine and answered
-through their response sender, so requests that arrive mid-generation join the running batch.
+It owns the decoder (the model.onnx in its own version folder, so a new version rolled out per docs/rollout.md
+is what generates), tokenizes and detokenizes in-process, and runs the one in-flight batching engine. Each request
+is answered through its response sender: one response per new piece of text (`stream` true, the default here), or
+one final response with the whole text (`stream` false; what `gpt2`, the unary entry, asks for through BLS). So
+requests to both entries share one batch. Inputs and outputs follow TensorRT-LLM's names (options.py).
 """
 
 import json
@@ -12,31 +14,29 @@ from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from decoder import Decoder, Geometry, make_ops, make_session
 from detok import IncrementalDecoder, StopText
-from engine import Engine, Sequence, Shape, Sink
+from engine import Engine, Sequence, Sink
+from options import BadRequest, Limits, Options, read
 from sampling import SamplingParams
 from tokenizers import Tokenizer
-from tritonyard_contract.onnx_session import MODEL_FILE, cpu_session
+from tritonyard_contract.onnx_session import MODEL_FILE
 from tritonyard_contract.params import ModelParams, param
-from tritonyard_contract.protocol import overloaded_message
+from tritonyard_contract.protocol import ENTRY_PARAMETER, overloaded_message, tag_error_code
 from tritonyard_contract.tensors import (
     COMPLETION_TOKENS,
     FINISH_REASON,
-    LOGITS,
+    NUM_INPUT_TOKENS,
+    NUM_OUTPUT_TOKENS,
     PROMPT_TOKENS,
-    STOP,
-    TEXT_INPUT,
     TEXT_OUTPUT,
-    present_names,
 )
 
 TOKENIZER_FILE = "tokenizer.json"
-DEFAULT_MAX_TOKENS = 16
 DEFAULT_MAX_PENDING = 32
 DEFAULT_MAX_PROMPT_BYTES = 32 * 1024
-MAX_STOP_STRINGS = 16
-MAX_STOP_CHARS = 256
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+CODE_NAMES = ("INVALID_ARG", "UNAVAILABLE", "CANCELLED")  # refusal codes named for a BLS caller; others INTERNAL
 
 
 @dataclass(frozen=True)
@@ -47,52 +47,59 @@ class Params(ModelParams):
     n_head: int
     head_dim: int
     n_positions: int
+    vocab_size: int
     eos_token_id: int
     max_slots: int = param(minimum=1)
-    decoder_model: str = "gpt2_decoder"
-    # in_process (cpu: our own onnxruntime session) or bls (gpu: the decoder model)
-    decoder_mode: str = param("in_process", choices=("in_process", "bls"))
+    execution_provider: str = param("cpu", choices=("cpu", "cuda"))  # cuda: the gpu target (KIND_GPU)
+    cache_arrays: str = param("numpy", choices=("numpy", "torch"))  # torch: the cache stays on the session's device
     intra_op_threads: int = param(2, minimum=1)
     max_pending: int = param(DEFAULT_MAX_PENDING, minimum=1)  # requests waiting for a slot; more get UNAVAILABLE
     max_prompt_bytes: int = param(DEFAULT_MAX_PROMPT_BYTES, minimum=1)  # longer prompts are refused before tokenizing
 
 
-class BadRequest(ValueError):
-    """The client's fault; becomes INVALID_ARG with a message naming the input."""
-
-
-def _scalar(request, name: str, default):
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    if tensor is None:
-        return default
-    values = tensor.as_numpy().reshape(-1)
-    if values.size != 1:
-        raise BadRequest(f"{name}: expected one value, got {values.size}")
-    value = values[0]
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _refuse(request, message: str, code: int) -> None:
-    """The request's only (final) response: an error with `code`."""
+def _refuse(request, message: str, code: int, via_bls: bool = False) -> None:
+    """The request's only (final) response: an error with `code`, named in the message for a BLS caller (whose
+    Triton would turn any code into INTERNAL)."""
+    if via_bls:
+        # pb_utils.TritonError exists only once the stub runs (not at import time), so look the names up here.
+        name = next((n for n in CODE_NAMES if getattr(pb_utils.TritonError, n) == code), "INTERNAL")
+        message = tag_error_code(name, message)
     request.get_response_sender().send(
         pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code)), flags=FINAL
     )
 
 
+def _entry(request, default: str) -> str:
+    """The model the request entered through: gpt2 sets it on its BLS requests; otherwise this model."""
+    try:
+        parameters = json.loads(request.parameters() or "{}")
+    except (AttributeError, ValueError):
+        return default
+    return str(parameters.get(ENTRY_PARAMETER, default))
+
+
 class TritonSink(Sink):
     """Sends a sequence's results through its request's response sender."""
 
-    def __init__(self, request, streaming: bool, prompt_tokens: int) -> None:
+    def __init__(self, request, streaming: bool, prompt_tokens: int, prefix: str = "") -> None:
         self.request, self.sender = request, request.get_response_sender()
-        self.streaming, self.prompt_tokens, self.parts = streaming, prompt_tokens, []
+        self.streaming, self.prompt_tokens, self.parts = streaming, prompt_tokens, [prefix] if prefix else []
 
     def _response(self, text: str, reason: str, completion: int):
+        def text_tensor(spec, value: str):
+            return pb_utils.Tensor(spec.name, np.array([[value.encode()]], dtype=np.object_))
+
+        def count(spec, value: int):
+            return pb_utils.Tensor(spec.name, np.array([[value]], np.int32))
+
         return pb_utils.InferenceResponse(
             [
-                pb_utils.Tensor(TEXT_OUTPUT.name, np.array([[text.encode()]], dtype=np.object_)),
-                pb_utils.Tensor(FINISH_REASON.name, np.array([[reason.encode()]], dtype=np.object_)),
-                pb_utils.Tensor(PROMPT_TOKENS.name, np.array([[self.prompt_tokens]], np.int32)),
-                pb_utils.Tensor(COMPLETION_TOKENS.name, np.array([[completion]], np.int32)),
+                text_tensor(TEXT_OUTPUT, text),
+                count(NUM_INPUT_TOKENS, self.prompt_tokens),
+                count(NUM_OUTPUT_TOKENS, completion),
+                text_tensor(FINISH_REASON, reason),
+                count(PROMPT_TOKENS, self.prompt_tokens),
+                count(COMPLETION_TOKENS, completion),
             ]
         )
 
@@ -125,108 +132,66 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
         self.params = p = Params.from_config(config)
-        self.streaming = pb_utils.using_decoupled_model_transaction_policy(config)
+        self.name = args["model_name"]
+        if not pb_utils.using_decoupled_model_transaction_policy(config):
+            raise ValueError(f"{self.name}: must be decoupled (model_transaction_policy decoupled: true)")
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.tokenizer = Tokenizer.from_file(str(version_dir / TOKENIZER_FILE))
-        run = self._in_process(Path(args["model_repository"]).parent) if p.decoder_mode == "in_process" else self._bls
-        shape = Shape(p.n_layer, p.n_head, p.head_dim, p.eos_token_id)
-        self.engine = Engine(run, shape, p.max_slots, pb_utils.Logger.log_error, p.max_pending)
-        self.name = args["model_name"]
-        pb_utils.Logger.log_info(f"{args['model_name']}: {p}, streaming={self.streaming}")
+        self.limits = Limits(p.n_positions, p.vocab_size, p.eos_token_id, p.max_prompt_bytes)
+        device_id = int(args.get("model_instance_device_id") or 0)
+        ops = make_ops(p.cache_arrays, p.execution_provider, device_id)
+        session = make_session(version_dir / MODEL_FILE, p.execution_provider, device_id, p.intra_op_threads)
+        decoder = Decoder(session, Geometry(p.n_layer, p.n_head, p.head_dim, p.vocab_size), ops)
+        log = pb_utils.Logger
+        self.engine = Engine(decoder, p.max_slots, log.log_error, p.max_pending, info=self._batch_log)
+        log.log_info(f"{self.name} version {args['model_version']}: {p}, decoder {version_dir / MODEL_FILE}")
 
-    def _in_process(self, repository: Path):
-        path = repository / self.params.decoder_model / "1" / MODEL_FILE
-        self.session = cpu_session(path, self.params.intra_op_threads)
-        names = [o.name for o in self.session.get_outputs()]
-        return lambda feeds: dict(zip(names, self.session.run(names, feeds)))
-
-    def _bls(self, feeds: dict) -> dict:
-        names = [LOGITS, *present_names(self.params.n_layer)]
-        request = pb_utils.InferenceRequest(
-            model_name=self.params.decoder_model,
-            inputs=[pb_utils.Tensor(n, a) for n, a in feeds.items()],
-            requested_output_names=names,
-            # The engine re-batches caches with numpy, so outputs come back in host memory.
-            preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0),
-        )
-        response = request.exec()
-        if response.has_error():
-            raise RuntimeError(response.error().message())
-        return {n: pb_utils.get_output_tensor_by_name(response, n).as_numpy() for n in names}
+    def _batch_log(self, line: str) -> None:
+        pb_utils.Logger.log_info(f"{self.name} engine: {line}")
 
     def execute(self, requests: list) -> None:
         for request in requests:
+            entry = _entry(request, self.name)
             try:
-                seq = self._sequence(request)
+                seq = self._sequence(request, entry)
             except BadRequest as exc:
-                _refuse(request, str(exc), pb_utils.TritonError.INVALID_ARG)
+                _refuse(request, str(exc), pb_utils.TritonError.INVALID_ARG, entry != self.name)
                 continue
             if not self.engine.submit(seq):
                 # Triton's queue never fills here (execute returns at once), so the engine bounds itself.
-                message = overloaded_message(self.name, self.params.max_pending)
-                _refuse(request, message, pb_utils.TritonError.UNAVAILABLE)
+                message = overloaded_message(entry, self.params.max_pending)
+                _refuse(request, message, pb_utils.TritonError.UNAVAILABLE, entry != self.name)
         return None
 
-    def _sequence(self, request) -> Sequence:
-        p = self.params
-        raw = _scalar(request, TEXT_INPUT.name, None)
-        if raw is None:  # optional inputs exist, so Triton does not enforce the required one itself
-            raise BadRequest("text_input: is required")
-        if len(raw) > p.max_prompt_bytes:  # before decoding and tokenizing: a huge prompt costs nothing
-            raise BadRequest(f"text_input: {len(raw)} bytes, above the limit of {p.max_prompt_bytes}")
-        try:
-            text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-        except UnicodeDecodeError:
-            raise BadRequest("text_input: is not valid UTF-8") from None
-        if not text.strip():
-            raise BadRequest("text_input: is empty")
-        max_tokens = int(_scalar(request, "max_tokens", DEFAULT_MAX_TOKENS))
-        if not 1 <= max_tokens < p.n_positions:
-            raise BadRequest(f"max_tokens: must be between 1 and {p.n_positions - 1}, got {max_tokens}")
-        temperature = float(_scalar(request, "temperature", 0.0))
-        if not temperature >= 0.0:
-            raise BadRequest(f"temperature: must be >= 0 (0 = greedy), got {temperature}")
-        top_k = int(_scalar(request, "top_k", 0))
-        if top_k < 0:
-            raise BadRequest(f"top_k: must be >= 0 (0 = off), got {top_k}")
-        top_p = float(_scalar(request, "top_p", 1.0))
-        if not 0.0 < top_p <= 1.0:
-            raise BadRequest(f"top_p: must be in (0, 1], got {top_p}")
-        seed = _scalar(request, "seed", None)
-        stops = self._stops(request)
-        prompt = self.tokenizer.encode(text).ids
-        if len(prompt) + max_tokens > p.n_positions:
+    def _sequence(self, request, entry: str) -> Sequence:
+        def get(name: str):
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            return None if tensor is None else tensor.as_numpy()
+
+        o: Options = read(get, self.limits)
+        prompt = self.tokenizer.encode(o.text).ids
+        if len(prompt) + o.max_tokens > self.params.n_positions:
             raise BadRequest(
-                f"text_input: the prompt is {len(prompt)} tokens; with max_tokens {max_tokens} it exceeds "
-                f"the context of {p.n_positions} tokens"
+                f"text_input: the prompt is {len(prompt)} tokens; with max_tokens {o.max_tokens} it exceeds "
+                f"the context of {self.params.n_positions} tokens"
             )
-        rng = np.random.default_rng(int(seed) if seed is not None else int.from_bytes(os.urandom(8), "little"))
+        seed = o.seed if o.seed is not None else int.from_bytes(os.urandom(8), "little")
+        # TensorRT-LLM never repeats the prompt in streamed pieces; a whole answer includes it on request.
+        prefix = "" if o.exclude_input or o.stream else o.text
         return Sequence(
             prompt,
-            max_tokens,
-            SamplingParams(temperature, top_k, top_p),
-            rng,
+            o.max_tokens,
+            SamplingParams(o.temperature, o.top_k, o.top_p),
+            np.random.default_rng(seed),
             IncrementalDecoder(self.tokenizer),
-            StopText(stops),
-            TritonSink(request, self.streaming, len(prompt)),
+            StopText(list(o.stops)),
+            TritonSink(request, o.stream, len(prompt), prefix),
+            end_id=o.end_id,
+            min_tokens=o.min_tokens,
+            origin=entry,
         )
 
-    @staticmethod
-    def _stops(request) -> list[str]:
-        tensor = pb_utils.get_input_tensor_by_name(request, STOP.name)
-        if tensor is None:
-            return []
-        values = tensor.as_numpy().reshape(-1)
-        if values.size > MAX_STOP_STRINGS:
-            raise BadRequest(f"stop: at most {MAX_STOP_STRINGS} stop strings, got {values.size}")
-        try:
-            stops = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
-        except UnicodeDecodeError:
-            raise BadRequest("stop: is not valid UTF-8") from None
-        if any(len(s) > MAX_STOP_CHARS for s in stops):
-            raise BadRequest(f"stop: each stop string must be at most {MAX_STOP_CHARS} characters")
-        return stops
-
     def finalize(self) -> None:
+        """Stops the engine: the waiting and running requests are failed, then its thread ends."""
         self.engine.close()
-        self.session = None
+        self.engine = None

@@ -14,7 +14,7 @@ from builders import gpt2
 
 @pytest.fixture(scope="session")
 def gpt2_cpu_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The cpu target: gpt2/gpt2_stream run gpt2_decoder's model.onnx in-process."""
+    """The cpu target: gpt2_stream runs its model.onnx on the CPU provider, its cache in numpy arrays."""
     repo = tmp_path_factory.mktemp("gpt2_cpu_repo")
     gpt2.build(gpt2.Gpt2Config(device="cpu"), repo)
     return repo
@@ -22,7 +22,7 @@ def gpt2_cpu_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def gpt2_gpu_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The gpu target: gpt2/gpt2_stream call gpt2_decoder through BLS once per step."""
+    """The gpu target: gpt2_stream on the CUDA provider with its cache in torch tensors (tests run it on the CPU)."""
     repo = tmp_path_factory.mktemp("gpt2_gpu_repo")
     gpt2.build(gpt2.Gpt2Config(device="gpu"), repo)
     return repo

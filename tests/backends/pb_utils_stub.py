@@ -121,6 +121,10 @@ class Request:
         self._inputs = {n: Tensor(n, a) for n, a in {**(inputs or {}), **named}.items()}
         self._id, self._cancelled = request_id, threading.Event()
         self.sender = ResponseSender(self)
+        self._parameters = "{}"  # what request.parameters() returns: a JSON object, as in Triton
+
+    def parameters(self) -> str:
+        return self._parameters
 
     def inputs(self) -> list[Tensor]:
         return list(self._inputs.values())
@@ -196,6 +200,7 @@ class InferenceRequest:
         self.requested_output_names = list(requested_output_names)
         self.preferred_memory = preferred_memory or PreferredMemory()
         self._id = request_id
+        self.parameters = parameters if isinstance(parameters, dict) else json.loads(parameters or "{}")
 
     def inputs(self) -> list[Tensor]:
         return list(self._inputs)
@@ -203,9 +208,17 @@ class InferenceRequest:
     def request_id(self) -> str:
         return self._id
 
-    def exec(self, decoupled: bool = False) -> InferenceResponse:
-        if decoupled:
-            raise NotImplementedError("the stub answers BLS requests to non-decoupled models only")
+    def exec(self, decoupled: bool = False):
+        """The response; with `decoupled`, an iterator over the responses the (decoupled) model sent."""
+        if not decoupled:
+            return self._unary()
+        BLS_CALLS.append(self)
+        handler = BLS_MODELS.get(self.model_name)
+        error = TritonError(f"Model '{self.model_name}' is not ready.", TritonError.NOT_FOUND)
+        responses = handler(self) if handler else [InferenceResponse(error=error)]
+        return iter(responses if isinstance(responses, list) else [responses])
+
+    def _unary(self) -> InferenceResponse:
         BLS_CALLS.append(self)
         handler = BLS_MODELS.get(self.model_name)
         if handler is None:
@@ -226,6 +239,18 @@ class InferenceRequest:
     async def async_exec(self, decoupled: bool = False) -> InferenceResponse:
         await asyncio.sleep(0)
         return self.exec(decoupled)
+
+
+def decoupled_model(model) -> Handler:
+    """A handler answering BLS requests with a loaded decoupled model: what it sent, in order."""
+
+    def handle(request: InferenceRequest) -> list[InferenceResponse]:
+        inner = Request({t.name(): t.as_numpy() for t in request.inputs()}, request.request_id())
+        inner._parameters = json.dumps(request.parameters)
+        model.execute([inner])
+        return inner.sender.responses()
+
+    return handle
 
 
 @contextmanager

@@ -1,5 +1,6 @@
-"""gpt2_generate's pure pieces: streaming detokenization, stop strings, sampling, batching caches and the
-engine's pending bound. The models themselves (limits, BLS, streaming): tests/backends/test_gpt2_models.py."""
+"""gpt2_generate's pure pieces: streaming detokenization, stop strings, sampling, batching caches (numpy and
+torch arrays), the engine's pending bound and its drain on close. The models themselves (limits, BLS, streaming):
+tests/backends/test_gpt2_models.py."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "python_backends" / "gpt2_generate"))  # the pure modules, imported as the model does
+from decoder import NumpyOps, TorchOps
 from detok import IncrementalDecoder, StopText
-from engine import Batch, Engine, Sequence, Shape, Sink, left_pad
+from engine import Batch, Engine, Sequence, Sink
 from sampling import SamplingParams, choose
 
 TEXTS = ["plain ascii text", "oil 🛢️ level 🙂 ok", "油位正常，请检查。", "mixed 油 and 🛢️ 😀😀"]
@@ -84,17 +86,23 @@ def test_sampling_stays_in_nucleus_when_top_p_is_small() -> None:
     assert picks <= {0, 1}
 
 
-def test_batch_left_pads_caches_when_sequences_of_different_lengths_join() -> None:
-    shape = Shape(n_layer=1, n_head=2, head_dim=3, eos_token_id=0)
-    batch = Batch(shape)
-    cache = lambda n, length, v: [np.full((n, 2, length, 3), v, np.float32) for _ in range(2)]  # noqa: E731
+@pytest.mark.parametrize("ops", [NumpyOps(), TorchOps("cpu")], ids=["numpy", "torch"])
+def test_batch_left_pads_caches_when_sequences_of_different_lengths_join(ops) -> None:
+    batch = Batch(ops)
+
+    def cache(n: int, length: int, v: float) -> list:
+        full = np.full((n, 2, length, 3), v, np.float32)  # not ops.empty: uninitialised memory can hold NaN
+        return [ops.torch.from_numpy(full.copy()) if isinstance(ops, TorchOps) else full.copy() for _ in range(2)]
+
     batch.join(["a"], cache(1, 4, 1.0), np.ones((1, 4), np.int64))
     batch.join(["b", "c"], cache(2, 2, 2.0), np.ones((2, 2), np.int64))
     assert batch.mask.tolist() == [[1, 1, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1]]
-    assert batch.past[0].shape == (3, 2, 4, 3) and batch.past[0][1, 0, :, 0].tolist() == [0, 0, 2, 2]
+    past = ops.host(batch.past[0])
+    assert past.shape == (3, 2, 4, 3) and past[1, 0, :, 0].tolist() == [0, 0, 2, 2]
     batch.drop([1, 2])  # the long sequence leaves: its padding columns go too
-    assert batch.mask.tolist() == [[1, 1], [1, 1]] and batch.past[1].shape == (2, 2, 2, 3)
-    assert left_pad(np.ones(2), 4, 0).tolist() == [0, 0, 1, 1]
+    assert batch.mask.tolist() == [[1, 1], [1, 1]] and tuple(batch.past[1].shape) == (2, 2, 2, 3)
+    assert ops.host(batch.past[1]).tolist() == np.full((2, 2, 2, 3), 2.0).tolist()
+    assert NumpyOps().left_pad(np.ones(2), 4, 0).tolist() == [0, 0, 1, 1]
 
 
 # --- the engine's pending bound ---
@@ -108,31 +116,108 @@ class Recorder(Sink):
         self.finished.set()
 
 
+class HeldDecoder:
+    """A decoder whose first prefill waits until released; its logits always pick token 0 (the end token)."""
+
+    ops = NumpyOps()
+
+    def __init__(self) -> None:
+        self.running, self.release = threading.Event(), threading.Event()
+
+    def empty_cache(self, batch: int) -> list:
+        return [np.zeros((batch, 1, 0, 2), np.float32)]
+
+    def run(self, ids, mask, positions, past):
+        self.running.set()
+        self.release.wait(10)
+        logits = np.zeros((ids.shape[0], 5), np.float32)
+        logits[:, 0] = 1.0
+        return logits, [np.zeros((ids.shape[0], 1, mask.shape[1], 2), np.float32)]
+
+
 def test_engine_refuses_sequences_when_max_pending_already_wait(tokenizer) -> None:
-    shape = Shape(n_layer=1, n_head=1, head_dim=2, eos_token_id=0)
-    running, release = threading.Event(), threading.Event()
-
-    def run(feeds: dict) -> dict:  # holds the first prefill until released; logits pick eos (id 0)
-        running.set()
-        release.wait(10)
-        b, s = feeds["input_ids"].shape
-        return {"logits": np.zeros((b, s, 5), np.float32), **{n: np.zeros((b, 1, s, 2)) for n in shape.present_names}}
-
-    engine = Engine(run, shape, max_slots=1, log=lambda m: None, max_pending=2)
+    decoder = HeldDecoder()
+    engine = Engine(decoder, max_slots=1, log=lambda m: None, max_pending=2)
     seqs = [
         Sequence(
-            [1], 4, SamplingParams(), np.random.default_rng(0), IncrementalDecoder(tokenizer), StopText([]), Recorder()
+            [1],
+            4,
+            SamplingParams(),
+            np.random.default_rng(0),
+            IncrementalDecoder(tokenizer),
+            StopText([]),
+            Recorder(),
+            end_id=0,
         )
         for _ in range(5)
     ]
     try:
-        assert engine.submit(seqs[0]) and running.wait(5)  # in the one slot
+        assert engine.submit(seqs[0]) and decoder.running.wait(5)  # in the one slot
         assert engine.submit(seqs[1]) and engine.submit(seqs[2])  # waiting: 2 of max_pending 2
         assert not engine.submit(seqs[3]) and not engine.submit(seqs[4])
-        release.set()
+        decoder.release.set()
         assert all(s.sink.finished.wait(5) for s in seqs[:3])
         assert engine.submit(seqs[3])  # room again once the backlog drained
         assert seqs[3].sink.finished.wait(5)
     finally:
-        release.set()
+        decoder.release.set()
         engine.close()
+
+
+class Failing(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: list[str] = []
+
+    def fail(self, message: str) -> None:
+        self.failures.append(message)
+        self.finished.set()
+
+
+def test_engine_drains_waiting_sequences_when_closed(tokenizer) -> None:
+    decoder = HeldDecoder()
+    engine = Engine(decoder, max_slots=1, log=lambda m: None)
+    seqs = [
+        Sequence(
+            [1],
+            4,
+            SamplingParams(),
+            np.random.default_rng(0),
+            IncrementalDecoder(tokenizer),
+            StopText([]),
+            Failing(),
+            end_id=0,
+        )
+        for _ in range(3)
+    ]
+    for seq in seqs:
+        assert engine.submit(seq)
+    assert decoder.running.wait(5)
+    decoder.release.set()
+    engine.close()  # finishes what runs and waits before it returns
+    assert all(s.sink.finished.is_set() and not s.sink.failures for s in seqs)
+
+
+def test_engine_fails_what_is_left_when_closing_outlasts_the_drain(tokenizer) -> None:
+    decoder = HeldDecoder()
+    engine = Engine(decoder, max_slots=1, log=lambda m: None)
+    seqs = [
+        Sequence(
+            [1],
+            4,
+            SamplingParams(),
+            np.random.default_rng(0),
+            IncrementalDecoder(tokenizer),
+            StopText([]),
+            Failing(),
+            end_id=0,
+        )
+        for _ in range(2)
+    ]
+    for seq in seqs:
+        engine.submit(seq)
+    assert decoder.running.wait(5)
+    threading.Timer(0.5, decoder.release.set).start()
+    engine.close(drain_s=0.1)
+    assert all(s.sink.finished.is_set() for s in seqs)
+    assert any("being unloaded" in m for s in seqs for m in s.sink.failures)

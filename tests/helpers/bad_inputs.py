@@ -17,7 +17,6 @@ from tritonyard_contract import (
     DETECTIONS,
     FRAME,
     IMAGE_BYTES,
-    INPUT_IDS,
     LETTERBOXED,
     MAX_TOKENS,
     STOP,
@@ -51,13 +50,6 @@ def scalar(value, dtype) -> np.ndarray:
 
 def spec_of(model: str):
     return next(s for s in catalog.all_specs("cpu") if s.name == model)
-
-
-def decoder_inputs(**override: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    """A valid one-token gpt2_decoder step with an empty cache, with some inputs replaced."""
-    named = {t.name: good_value(t) for t in spec_of("gpt2_decoder").inputs}
-    named.update({k: v.astype(np.float32) if k.startswith("past_") else v for k, v in override.items()})
-    return list(named.items())
 
 
 def good_value(spec: TensorSpec) -> np.ndarray:
@@ -199,45 +191,28 @@ CASES: dict[str, Case] = {
     "image-decoder-dtype-fp32-http": Case(
         "image_decoder", "http", one(IMAGE_BYTES.name, scalar(1.0, np.float32)), IMAGE_BYTES.name, "data-type"
     ),
-    # --- gpt2 step models ---
-    "tokenizer-invalid-utf8-http": Case(
-        "gpt2_tokenizer", "http", one(TEXT_INPUT.name, text(b"\xc3\x28 bad")), TEXT_INPUT.name, "UTF-8"
+    # --- TensorRT-LLM's inputs that make no sense here, on both entries (gpt2 refuses through gpt2_stream) ---
+    "gpt2-stream-true-generate": Case("gpt2", "generate", {**GOOD_PROMPT, "stream": True}, "stream", "answers once"),
+    "gpt2-stream-dtype-int32-grpc": Case(
+        "gpt2", "grpc", lambda: [(TEXT_INPUT.name, text(b"hi")), ("stream", scalar(1, np.int32))], "stream", "data-type"
     ),
-    "tokenizer-oversized-text-grpc": Case(
-        "gpt2_tokenizer",
-        "grpc",
-        one(TEXT_INPUT.name, text(b"x" * (DEFAULT_MAX_PROMPT_BYTES + 1))),
-        TEXT_INPUT.name,
-        "above the limit",
+    "gpt2-beam-width-2-grpc": Case(
+        "gpt2", "grpc", lambda: [(TEXT_INPUT.name, text(b"hi")), ("beam_width", scalar(2, np.int32))], "beam_width"
     ),
-    "tokenizer-dtype-int64-http": Case(
-        "gpt2_tokenizer", "http", one(TEXT_INPUT.name, scalar(7, np.int64)), TEXT_INPUT.name, "data-type"
-    ),
-    "detokenizer-id-outside-vocab-grpc": Case(
-        "gpt2_detokenizer", "grpc", one(INPUT_IDS.name, np.array([[5, 10**9]], np.int64)), INPUT_IDS.name
-    ),
-    "detokenizer-negative-id-http": Case(
-        "gpt2_detokenizer", "http", one(INPUT_IDS.name, np.array([[-1]], np.int64)), INPUT_IDS.name
-    ),
-    "detokenizer-dtype-fp32-http": Case(
-        "gpt2_detokenizer", "http", one(INPUT_IDS.name, np.zeros((1, 3), np.float32)), INPUT_IDS.name, "data-type"
-    ),
-    "decoder-missing-past-grpc": Case(
-        "gpt2_decoder", "grpc", one(INPUT_IDS.name, np.zeros((1, 1), np.int64)), "past_key_values.0.key", "missing"
-    ),
-    "decoder-dtype-int32-ids-http": Case(
-        "gpt2_decoder",
+    "gpt2-return-log-probs-http": Case(
+        "gpt2",
         "http",
-        lambda: decoder_inputs(input_ids=np.zeros((1, 1), np.int32)),
-        INPUT_IDS.name,
-        "data-type",
+        lambda: [(TEXT_INPUT.name, text(b"hi")), ("return_log_probs", scalar(True, np.bool_))],
+        "return_log_probs",
     ),
-    "decoder-past-heads-off-by-one-grpc": Case(
-        "gpt2_decoder",
-        "grpc",
-        lambda: decoder_inputs(**{"past_key_values.1.value": np.zeros((1, 5, 0, 32))}),
-        "past_key_values.1.value",
-        "shape",
+    "gpt2-bad-words-generate": Case("gpt2", "generate", {**GOOD_PROMPT, "bad_words": ["thee"]}, "bad_words"),
+    "gpt2-min-tokens-above-max-generate": Case(
+        "gpt2", "generate", {**GOOD_PROMPT, "max_tokens": 4, "min_tokens": 9}, "min_tokens"
+    ),
+    "stream-beam-width-2-sse": Case("gpt2_stream", "sse", {**GOOD_PROMPT, "beam_width": 2}, "beam_width"),
+    "stream-end-id-outside-vocab-sse": Case("gpt2_stream", "sse", {**GOOD_PROMPT, "end_id": 10**6}, "end_id"),
+    "stream-seed-differs-from-random-seed-sse": Case(
+        "gpt2_stream", "sse", {**GOOD_PROMPT, "seed": 1, "random_seed": 2}, "seed", "random_seed"
     ),
     # --- gpt2 over /infer and /generate ---
     "gpt2-max-tokens-0-generate": Case("gpt2", "generate", {**GOOD_PROMPT, "max_tokens": 0}, MAX_TOKENS.name),

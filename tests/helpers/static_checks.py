@@ -15,8 +15,10 @@ import ast
 from pathlib import Path
 
 SHIPPED_SUFFIXES = {".onnx", ".json", ".py", ".pbtxt", ".txt", ".md"}  # weights ONNX, tokenizers JSON, code, configs
-PICKLE_MODULES = {"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve", "marshal", "torch"}
+PICKLE_MODULES = {"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
 PICKLE_CALLS = {"read_pickle", "load_pickle"}  # pandas and friends
+# torch may be imported (gpt2_stream's cache tensors on the gpu target), but torch.load unpickles.
+PICKLE_METHODS = {("torch", "load")}
 # Calls that reach the file system. Image.open is allowed on an in-memory buffer only (see opens_a_file).
 FILE_FUNCTIONS = {"open", "Path", "PurePath", "PosixPath", "InferenceSession", "urlopen", "__import__"}
 FILE_METHODS = {"read_text", "read_bytes", "write_text", "write_bytes", "from_file", "fromfile", "tofile", "iterdir"}
@@ -39,9 +41,13 @@ def pickle_uses(source: str) -> list[str]:
             found += [a.name for a in node.names if a.name.split(".")[0] in PICKLE_MODULES]
         elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PICKLE_MODULES:
             found.append(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            found += [f"{node.module}.{a.name}" for a in node.names if (node.module, a.name) in PICKLE_METHODS]
         elif isinstance(node, ast.Call):
             if _name(node.func) in PICKLE_CALLS:
                 found.append(_name(node.func))
+            if (_owner(node.func), _name(node.func)) in PICKLE_METHODS:
+                found.append(ast.unparse(node.func))
             for keyword in node.keywords:
                 if keyword.arg == "allow_pickle" and not (
                     isinstance(keyword.value, ast.Constant) and keyword.value.value is False

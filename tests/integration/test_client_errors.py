@@ -40,7 +40,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         (("clients.clo", "IMAGE", "--entry", "ensemble_jpeg", "--protocol", "grpc"), "ensemble_jpeg", "grpc"),
         (("clients.gpt2", "hello"), "gpt2", "http"),
         (("clients.gpt2", "hello", "--stream"), "gpt2_stream", "grpc"),
-        (("clients.gpt2", "hello", "--baseline", "--tokenizer", "TOKENIZER"), "gpt2_decoder", "http"),
+        (("clients.gpt2", "hello", "--baseline", "--tokenizer", "TOKENIZER"), "gpt2", "http"),
     ],
 )
 def test_clients_name_the_missing_model_when_the_server_does_not_serve_it(

@@ -71,7 +71,7 @@ def test_gpt2_equals_transformers_generate_when_serving_the_trained_stand_in(
 ) -> None:
     """Served greedy text == generate on the committed checkpoint, and == the samples its metrics.json (and the
     docs) show."""
-    served = read_config(model_repo / "gpt2" / "config.pbtxt").parameters["vocab_size"].string_value
+    served = read_config(model_repo / "gpt2_stream" / "config.pbtxt").parameters["vocab_size"].string_value
     assert served == str(len(trained[1])), "the session repository is not the trained stand-in"
     samples = json.loads((gpt2_load.TRAINED_STAND_IN / "metrics.json").read_text())["samples_greedy"]
     for prompt in [*samples, *SHAKESPEARE]:
@@ -155,7 +155,7 @@ def test_gpt2_cuts_text_before_stop_string_when_it_appears(triton: TritonServer)
 
 
 def test_gpt2_baseline_client_loop_gives_the_same_tokens_when_greedy(triton: TritonServer, model_repo) -> None:
-    tokenizer = model_repo / "gpt2_tokenizer" / "1" / "tokenizer.json"
+    tokenizer = model_repo / "gpt2_stream" / "1" / "tokenizer.json"
     base, _ = client.baseline(triton.http_url, "The oil level in the", tokenizer, max_tokens=16)
     assert base.text == client.generate(triton.http_url, "The oil level in the", max_tokens=16).text
 
@@ -170,6 +170,9 @@ BAD = [
     ({"top_p": 0.0}, "top_p"),
     ({"top_p": 1.5}, "top_p"),
     ({"text_input": "word " * 400, "max_tokens": 8}, "exceeds the context"),
+    ({"beam_width": 2}, "beam_width: only 1 is supported"),
+    ({"return_log_probs": True}, "return_log_probs: only False is supported"),
+    ({"min_length": 9, "max_tokens": 4}, "min_length: must be between 0 and max_tokens"),
 ]
 
 

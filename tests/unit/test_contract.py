@@ -12,6 +12,7 @@ from tests.helpers.images import BAD, png_with_size
 from tritonyard_contract import FRAME, IMAGE_BYTES, SEED, frame_letterbox, place_in_frame
 from tritonyard_contract.images import ImageError, decode
 from tritonyard_contract.params import ModelParams, param
+from tritonyard_contract.protocol import tag_error_code, untag_error_code
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,11 @@ def test_decode_applies_caps_only_when_given() -> None:
         decode(bomb)
     with pytest.raises(ImageError, match=r"image is 100x100 = 10000 pixels, above the limit of 9999"):
         decode(png_with_size(100, 100), max_bytes=1 << 30, max_pixels=9999)  # refused before any pixel is decoded
+
+
+def test_error_code_tag_survives_the_round_trip_when_gpt2_stream_answers_a_bls_caller() -> None:
+    """Triton 2.51 turns a BLS callee's error code into INTERNAL; the code travels in the message instead."""
+    tagged = tag_error_code("INVALID_ARG", "max_tokens: must be between 1 and 255, got -5")
+    assert untag_error_code(tagged) == ("INVALID_ARG", "max_tokens: must be between 1 and 255, got -5")
+    assert untag_error_code("text_input: is required") == (None, "text_input: is required")
+    assert untag_error_code("[code not a name] x") == (None, "[code not a name] x")

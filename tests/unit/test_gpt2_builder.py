@@ -17,11 +17,12 @@ import pytest
 import torch
 from google.protobuf import text_format
 from tokenizers import Tokenizer
+from tritonclient.grpc import model_config_pb2
 
 from builders import gpt2, gpt2_decoder, gpt2_load
 from builders.errors import BuildError
 from builders.nets import gpt2 as nets
-from builders.triton_config import ModelConfig, OnnxModel, Target, model_config, read_config
+from builders.triton_config import ModelConfig, Target, model_config, read_config
 from tritonyard_contract import EOS_TOKEN
 
 TINY = nets.STAND_INS["tiny"]
@@ -114,47 +115,49 @@ def test_left_pad_and_positions_count_real_tokens_when_rows_differ_in_length() -
     assert nets.position_ids(grown, 1).tolist() == [[3], [1]]
 
 
-def test_build_writes_every_model_and_tokenizer_when_target_is_cpu(tiny_repo: Path) -> None:
-    assert sorted(p.name for p in tiny_repo.iterdir()) == sorted(gpt2.MODELS)
-    assert (tiny_repo / "gpt2_decoder" / "1" / "model.onnx").is_file()
-    for name in gpt2.MODELS[1:]:
-        assert Tokenizer.from_file(str(tiny_repo / name / "1" / gpt2.TOKENIZER_FILE)).get_vocab_size() == 4096
-        assert (tiny_repo / name / "1" / "model.py").is_file()
+def test_build_writes_generation_model_with_decoder_and_tokenizer_when_target_is_cpu(tiny_repo: Path) -> None:
+    assert sorted(p.name for p in tiny_repo.iterdir()) == sorted(gpt2.MODELS) == ["gpt2", "gpt2_stream"]
+    version = tiny_repo / "gpt2_stream" / "1"
+    assert (version / "model.onnx").is_file() and (version / "model.py").is_file()
+    assert Tokenizer.from_file(str(version / gpt2.TOKENIZER_FILE)).get_vocab_size() == 4096
+    entry = tiny_repo / "gpt2" / "1"
+    assert (entry / "model.py").is_file()
+    assert not list(entry.glob("*.onnx")) and not (entry / gpt2.TOKENIZER_FILE).exists()  # weights held once
 
 
-def test_configs_parse_back_with_kv_dims_and_parameters_when_built(tiny_repo: Path) -> None:
+def test_configs_declare_tensorrt_llm_interface_and_parameters_when_built(tiny_repo: Path) -> None:
     configs = {n: read_config(tiny_repo / n / "config.pbtxt") for n in gpt2.MODELS}
-    decoder = configs["gpt2_decoder"]
-    dims = {t.name: list(t.dims) for t in [*decoder.input, *decoder.output]}
-    assert dims["past_key_values.1.value"] == [4, -1, 32] and dims["present.0.key"] == [4, -1, 32]
-    assert dims["logits"] == [-1, 4096] and dims["input_ids"] == [-1] and dims["attention_mask"] == [-1]
-    assert decoder.backend == "python" and decoder.parameters["concat_batch"].string_value == "false"
-    for name in ("gpt2", "gpt2_stream"):
-        params = {k: v.string_value for k, v in configs[name].parameters.items()}
-        assert params == {
-            "decoder_model": "gpt2_decoder",
-            "decoder_mode": "in_process",
-            "n_layer": "2",
-            "n_head": "4",
-            "head_dim": "32",
-            "n_positions": "256",
-            "vocab_size": "4096",
-            "eos_token_id": "4095",
-            "max_slots": "8",
-            "max_pending": "32",
-            "max_prompt_bytes": "32768",
-            "intra_op_threads": "2",
-        }
-        optional = {t.name for t in configs[name].input if t.optional}
-        assert optional == {"max_tokens", "temperature", "top_k", "top_p", "seed", "stop"}
+    params = {k: v.string_value for k, v in configs["gpt2_stream"].parameters.items()}
+    assert params == {
+        "execution_provider": "cpu",
+        "cache_arrays": "numpy",
+        "n_layer": "2",
+        "n_head": "4",
+        "head_dim": "32",
+        "n_positions": "256",
+        "vocab_size": "4096",
+        "eos_token_id": "4095",
+        "max_slots": "8",
+        "max_pending": "32",
+        "max_prompt_bytes": "32768",
+        "intra_op_threads": "2",
+    }
+    entry = {k: v.string_value for k, v in configs["gpt2"].parameters.items()}
+    assert entry == {"generation_model": "gpt2_stream", "max_in_flight": "80"}
+    for name in gpt2.MODELS:  # the same interface on both entries
+        inputs = {t.name: (t.data_type, list(t.dims), t.optional) for t in configs[name].input}
+        assert [t.name for t in configs[name].input if not t.optional] == ["text_input"]
+        for tensor in ("max_tokens", "min_length", "min_tokens", "top_k", "end_id", "pad_id", "beam_width"):
+            assert inputs[tensor][:2] == (model_config_pb2.TYPE_INT32, [1]), tensor
+        for tensor in ("stream", "exclude_input_in_output", "return_num_input_tokens", "ignore_eos"):
+            assert inputs[tensor][:2] == (model_config_pb2.TYPE_BOOL, [1]), tensor
+        assert inputs["seed"][1] == inputs["random_seed"][1] == [1] and inputs["stop_words"][1] == [-1]
+        outputs = {t.name: list(t.dims) for t in configs[name].output}
+        assert outputs["text_output"] == [-1] and outputs["num_input_tokens"] == outputs["num_output_tokens"] == [1]
+        assert {"finish_reason", "prompt_tokens", "completion_tokens"} <= set(outputs)  # the names we had
+        assert not configs[name].HasField("dynamic_batching")  # the engine batches; max_pending bounds it
     assert configs["gpt2_stream"].model_transaction_policy.decoupled
     assert not configs["gpt2"].model_transaction_policy.decoupled
-    assert configs["gpt2_tokenizer"].parameters["max_prompt_bytes"].string_value == "32768"
-    for name in ("gpt2_decoder", "gpt2_tokenizer", "gpt2_detokenizer"):  # dynamically batched: bounded queues
-        policy = configs[name].dynamic_batching.default_queue_policy
-        assert policy.max_queue_size == 16 and policy.timeout_action == policy.REJECT
-    for name in ("gpt2", "gpt2_stream"):  # the engine batches; max_pending bounds it
-        assert not configs[name].HasField("dynamic_batching")
 
 
 def test_cli_limits_reach_the_generated_configs_when_flags_are_given(tmp_path: Path) -> None:
@@ -171,13 +174,11 @@ def test_cli_limits_reach_the_generated_configs_when_flags_are_given(tmp_path: P
         repo_path.parent.mkdir()
         repo_path.write_text(text_format.MessageToString(model_config(spec, cfg.target)))
         config = read_config(repo_path)
-        if spec.name in ("gpt2", "gpt2_stream"):
+        if spec.name == "gpt2_stream":
             assert config.parameters["max_pending"].string_value == "3"
-        else:
-            policy = config.dynamic_batching.default_queue_policy
-            assert (policy.max_queue_size, policy.default_timeout_microseconds) == (5, 250_000)
-        if spec.name in ("gpt2", "gpt2_stream", "gpt2_tokenizer"):
             assert config.parameters["max_prompt_bytes"].string_value == "100"
+        else:  # gpt2 holds twice the forwarding threads gpt2_stream can hold requests: 2 x (8 slots + 3 pending)
+            assert config.parameters["max_in_flight"].string_value == "22"
 
 
 @pytest.mark.parametrize("field", ["max_pending", "max_prompt_bytes", "max_slots"])
@@ -186,23 +187,18 @@ def test_gpt2_config_refuses_limit_when_it_is_not_positive(field: str) -> None:
         gpt2.Gpt2Config(**{field: 0})
 
 
-def test_specs_serve_decoder_on_gpu_with_bls_when_target_is_gpu() -> None:
+def test_specs_run_generation_on_gpu_instances_with_cuda_and_torch_cache_when_target_is_gpu() -> None:
     cfg = gpt2.Gpt2Config(device="gpu", random_weights=True)
     target = Target("gpu")
+    kinds = {}
     for spec in gpt2.specs(cfg):
         parsed = text_format.Parse(text_format.MessageToString(model_config(spec, target)), ModelConfig())
-        if isinstance(spec, OnnxModel):
-            assert parsed.platform == "onnxruntime_onnx" and not parsed.backend
-            assert [g.kind for g in parsed.instance_group] == [parsed.instance_group[0].KIND_GPU]
-        else:
-            assert [g.kind for g in parsed.instance_group] == [parsed.instance_group[0].KIND_CPU]
-        if spec.name in ("gpt2", "gpt2_stream"):
-            assert parsed.parameters["decoder_mode"].string_value == "bls"
-
-
-def test_build_refuses_max_slots_when_gpu_decoder_batch_is_smaller(tmp_path: Path) -> None:
-    with pytest.raises(BuildError, match="max-slots"):
-        gpt2.build(gpt2.Gpt2Config(device="gpu", max_slots=16), tmp_path)
+        assert parsed.backend == "python"
+        kinds[spec.name] = [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in parsed.instance_group]
+        if spec.name == "gpt2_stream":
+            params = {k: v.string_value for k, v in parsed.parameters.items()}
+            assert (params["execution_provider"], params["cache_arrays"]) == ("cuda", "torch")
+    assert kinds == {"gpt2_stream": ["KIND_GPU"], "gpt2": ["KIND_CPU"]}
 
 
 def test_load_raises_build_error_when_hub_model_is_not_cached() -> None:
@@ -304,7 +300,7 @@ def test_optimize_keeps_greedy_tokens_when_fusions_are_applied(tiny: Exported, t
 
 def test_build_leaves_repository_untouched_when_a_check_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*_args: object) -> float:
-        raise BuildError("gpt2_decoder: forced failure")
+        raise BuildError("gpt2_stream's decoder: forced failure")
 
     monkeypatch.setattr(gpt2_decoder, "check_logits", broken)
     with pytest.raises(BuildError, match="forced failure"):
@@ -316,7 +312,7 @@ def test_catalog_lists_gpt2_models_when_asked_for_every_model() -> None:
     from builders import catalog
 
     names = catalog.model_names("cpu")
-    assert names[-5:] == list(gpt2.MODELS) and "ensemble" in names
+    assert names[-2:] == list(gpt2.MODELS) and "ensemble" in names
 
 
 def test_optimize_quantizes_and_checks_agreement_when_int8_is_asked(

@@ -28,7 +28,7 @@ def test_gpt2_builder_takes_tokenizer_eos_when_config_names_an_id_beyond_the_voc
     dims = gpt2.nominal_dims(gpt2.Gpt2Config(model=str(gpt2_checkpoint.path)))
     assert (dims.n_layer, dims.n_head, dims.head_dim, dims.vocab_size) == (12, 12, 64, len(tokenizer))
     assert dims.eos_token_id == 0
-    for name in ("gpt2", "gpt2_stream"):
+    for name in ("gpt2_stream",):  # gpt2 holds no model: it forwards to gpt2_stream
         params = read_config(gpt2_checkpoint_repo / name / "config.pbtxt").parameters
         assert params["eos_token_id"].string_value == "0"
         assert params["vocab_size"].string_value == str(len(tokenizer))
@@ -38,7 +38,7 @@ def test_gpt2_tokenizer_json_encodes_like_transformers_when_built_from_tokenizer
     gpt2_checkpoint_repo: Path, gpt2_reference
 ) -> None:
     _, tokenizer = gpt2_reference
-    for name in ("gpt2", "gpt2_stream", "gpt2_tokenizer", "gpt2_detokenizer"):
+    for name in ("gpt2_stream",):  # the one copy: gpt2_stream tokenizes for both entries
         served = Tokenizer.from_file(str(gpt2_checkpoint_repo / name / "1" / gpt2.TOKENIZER_FILE))
         for text in TEXTS:
             ids = tokenizer(text).input_ids
@@ -58,7 +58,7 @@ def test_gpt2_builder_reads_tokenizer_like_transformers_when_only_vocab_json_and
     assert not (gpt2_checkpoint.bpe_files / gpt2.TOKENIZER_FILE).exists()
     model, tokenizer, dims = gpt2_load.load(gpt2.Gpt2Config(model=str(gpt2_checkpoint.bpe_files)))
     from_files = GPT2TokenizerFast.from_pretrained(gpt2_checkpoint.bpe_files)
-    served = Tokenizer.from_file(str(gpt2_checkpoint_repo / "gpt2" / "1" / gpt2.TOKENIZER_FILE))
+    served = Tokenizer.from_file(str(gpt2_checkpoint_repo / "gpt2_stream" / "1" / gpt2.TOKENIZER_FILE))
     assert dims.eos_token_id == 0 and dims.vocab_size == tokenizer.get_vocab_size() == len(from_files)
     for text in TEXTS:
         ids = from_files(text).input_ids

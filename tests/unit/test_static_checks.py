@@ -9,7 +9,8 @@ def test_pickle_check_flags_code_when_it_unpickles() -> None:
     source = (
         "import numpy as np\nfrom torch import load\nimport pickle\nnp.load(f, allow_pickle=True)\npd.read_pickle(x)"
     )
-    assert pickle_uses(source) == ["torch", "pickle", "allow_pickle", "read_pickle"]
+    assert pickle_uses(source) == ["torch.load", "pickle", "allow_pickle", "read_pickle"]
+    assert pickle_uses("import torch\nx = torch.zeros(2)\ny = torch.load(f)") == ["torch.load"]
     assert pickle_uses("import numpy as np\nnp.load(f, allow_pickle=False)\n# import pickle") == []
 
 

@@ -238,7 +238,7 @@ def _cli(argv: str) -> tuple[dict[str, dict[str, Policy]], QueueLimits]:
 
 def test_cli_flags_set_per_model_policies_when_model_values_are_given() -> None:
     split, queue = _cli(
-        "all --instances yolov8=2,efficientnet_v2=1 --instances gpt2_decoder=3 --max-batch-size yolov8=2 "
+        "all --instances yolov8=2,efficientnet_v2=1 --instances gpt2_stream=3 --max-batch-size yolov8=2 "
         "--batching gpt2=on,preprocessing=off --max-queue-delay-us yolov8=100 "
         "--max-queue-size 12,yolov8=32 --queue-timeout-ms yolov8=250"
     )
@@ -251,7 +251,7 @@ def test_cli_flags_set_per_model_policies_when_model_values_are_given() -> None:
     )
     assert split["vision"]["efficientnet_v2"] == Policy(instances=1)
     assert split["vision"]["preprocessing"] == Policy(batching=Batching(enabled=False))
-    assert split["gpt2"] == {"gpt2_decoder": Policy(instances=3), "gpt2": Policy(batching=Batching(enabled=True))}
+    assert split["gpt2"] == {"gpt2_stream": Policy(instances=3), "gpt2": Policy(batching=Batching(enabled=True))}
     assert _cli("vision --max-queue-size 5 --queue-timeout-ms 40") == ({"vision": {}, "gpt2": {}}, QueueLimits(5, 40))
 
 
@@ -261,7 +261,7 @@ def test_cli_flags_set_per_model_policies_when_model_values_are_given() -> None:
         ("vision --instances yolov8=0", "yolov8: --instances must be >= 1, got 0"),
         ("vision --instances yolov8", r"--instances 'yolov8': expected MODEL=VALUE"),
         ("vision --instances yolov8=two", "--instances yolov8=two: not an integer"),
-        ("vision --instances gpt2_decoder=2", r"unknown model 'gpt2_decoder': `vision` builds preprocessing"),
+        ("vision --instances gpt2_stream=2", r"unknown model 'gpt2_stream': `vision` builds preprocessing"),
         ("all --instances nope=2", r"unknown model 'nope': `all` builds .*gpt2_stream"),
         ("vision --instances ensemble_jpeg=2", "ensemble_jpeg is an ensemble"),
         ("gpt2 --batching gpt2=maybe", "--batching gpt2=maybe: use on or off"),
