@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 
 from deploy_kserve.objects import Rendered, flag_values, generated_models, get, parse_duration, parse_quantity, walk
+from deploy_kserve.openai_rules import rule_openai_transformer
 
 TRITON_VERSION = "2.51"  # what the generated configs are tested against (nvidia-pytriton 0.7.0)
 NGC_RELEASE = {"2.51": "24.10"}[TRITON_VERSION]
@@ -368,4 +369,5 @@ RULES: list[tuple[str, Callable[[Rendered, str], list[str]]]] = [
     ("probes suit slow model loads", rule_probes),
     ("autoscaling on concurrency", rule_autoscaling),
     ("Prometheus scrapes Triton's metrics port", rule_prometheus),
+    ("OpenAI transformer reaches Triton's gRPC port", rule_openai_transformer),
 ]

@@ -13,6 +13,7 @@ model whose Python stub dies (--no-supervisor turns it off).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from openai_frontend.process import Frontend, FrontendError
 from serving import adminkey
 from serving.launcher import ServerError, TritonServer
 
@@ -49,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"the repository API key's file when ${adminkey.ENV_KEY} is unset (default {adminkey.DEFAULT_KEY_FILE})",
     )
     p.add_argument("--no-supervisor", action="store_true", help="do not reload models whose Python stub dies")
+    p.add_argument(
+        "--openai-port",
+        type=int,
+        help="also serve the OpenAI API (python -m openai_frontend) for gpt2_stream on this port (make serve: 9000)",
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, help="after --: a command to run once the server is ready")
     return p
 
@@ -81,12 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         started = time.perf_counter()
-        with server:
+        with server, contextlib.ExitStack() as stack:
             sys.stderr.write(
                 f"tritonserver ready in {time.perf_counter() - started:.1f}s: "
                 f"http {server.http_url}, grpc {server.grpc_url}, metrics :{args.metrics_port}\n"
                 f"{key.describe(server.http_url)}\n"
             )
+            if args.openai_port:  # stopped before the server (ExitStack unwinds first)
+                frontend = stack.enter_context(Frontend(server.grpc_url, args.openai_port, host=args.host))
+                sys.stderr.write(f"OpenAI API ready: base URL {frontend.base_url} (model gpt2 -> gpt2_stream)\n")
             if command:
                 env = {**os.environ, "TRITON_HTTP_URL": server.http_url, "TRITON_GRPC_URL": server.grpc_url}
                 if key.path:  # where the command finds the key; the key itself stays out of the environment
@@ -95,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             while server.process.poll() is None:
                 time.sleep(0.5)
             raise ServerError(f"tritonserver exited with code {server.process.returncode}:\n{server.log_tail()}")
-    except ServerError as exc:
+    except (ServerError, FrontendError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
     except KeyboardInterrupt:
