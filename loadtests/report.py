@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from loadtests import report_gpt2
+
 SERVED_KINDS = ("shm", "jpeg", "http_binary")
 TRANSPORT_NAMES = {
     "http_json": "JSON FP32 over REST (KServe v2 style)",
@@ -36,7 +38,6 @@ def headlines(results: dict) -> dict:
     theirs = {k: _at(results["fastapi"][k], c)["throughput_per_s"] for k in ("fastapi_binary", "fastapi_jpeg")}
     ours_best, theirs_best = max(ours, key=ours.get), max(theirs, key=theirs.get)
     on, off = results["batching"]["on"], results["batching"]["off"]
-    g = results["gpt2"]
     return {
         "floor": {
             "ratio": best_row["throughput_per_s"] / floor,
@@ -57,18 +58,17 @@ def headlines(results: dict) -> dict:
             "detail": f"{results['batching']['entry']} at concurrency {on['concurrency']}: "
             f"{on['throughput_per_s']:.2f}/s on vs {off['throughput_per_s']:.2f}/s off",
         },
-        "gpt2": {
-            "ratio": g[1]["tok_s"] / g[0]["tok_s"],
-            "detail": f"1 stream {g[1]['tok_s']:.1f} tok/s vs baseline loop {g[0]['tok_s']:.1f}; "
-            f"8 streams {g[3]['tok_s']:.1f} tok/s",
-        },
+        **report_gpt2.headlines(results["gpt2"]),
     }
 
 
-def _verdict(name: str, ratio: float) -> str:
-    if name not in TARGETS:
-        return ""
-    return "met" if ratio >= TARGETS[name] else "**missed**"
+def _target(name: str, h: dict) -> str:
+    return h.get("target") or (f">= {TARGETS[name]:g}x" if name in TARGETS else "")
+
+
+def _verdict(name: str, h: dict) -> str:
+    met = h["met"] if "met" in h else h["ratio"] >= TARGETS[name] if name in TARGETS else None
+    return "" if met is None else "met" if met else "**missed**"
 
 
 def headline_text(results: dict) -> str:
@@ -78,13 +78,11 @@ def headline_text(results: dict) -> str:
         "json": "shm or JPEG vs JSON FP32, per request",
         "fastapi": "ours / FastAPI baseline at concurrency 4",
         "batching": "dynamic batching on / off at concurrency 8",
-        "gpt2": "GPT-2 one stream / baseline client loop",
     }
+    labels.update({k: report_gpt2.label(k) for k in h if k.startswith("gpt2_")})
     lines = []
     for key, label in labels.items():
-        target = (
-            f" (target >= {TARGETS[key]:g}x: {_verdict(key, h[key]['ratio']).strip('*')})" if key in TARGETS else ""
-        )
+        target = f" (target {_target(key, h[key])}: {_verdict(key, h[key]).strip('*')})" if _target(key, h[key]) else ""
         lines.append(f"{label}: {h[key]['ratio']:.2f}x{target} - {h[key]['detail']}")
     return "\n".join(lines)
 
@@ -92,7 +90,7 @@ def headline_text(results: dict) -> str:
 def error_count(results: dict) -> int:
     runs = [results["floor"], *results["transports"].values(), results["batching"]["on"], results["batching"]["off"]]
     runs += [r for rows in (*results["served"].values(), *results["fastapi"].values()) for r in rows]
-    return sum(r["errors"] for r in runs)
+    return sum(r["errors"] for r in runs) + report_gpt2.problems(results["gpt2"])
 
 
 # --- markdown -------------------------------------------------------------------------------------------
@@ -138,11 +136,11 @@ def markdown(results: dict) -> str:
         "json": "shm or JPEG vs JSON FP32",
         "fastapi": "Ours / FastAPI at c=4",
         "batching": "Batching on / off at c=8",
-        "gpt2": "GPT-2 stream / baseline",
+        **{k: report_gpt2.label(k) for k in h if k.startswith("gpt2_")},
     }
     for key, name in names.items():
-        target = f">= {TARGETS[key]:g}x" if key in TARGETS else "-"
-        rows.append([name, f"{h[key]['ratio']:.2f}x", target, _verdict(key, h[key]["ratio"]) or "-", h[key]["detail"]])
+        target = _target(key, h[key]) or "-"
+        rows.append([name, f"{h[key]['ratio']:.2f}x", target, _verdict(key, h[key]) or "-", h[key]["detail"]])
     lines += _table(["measure", "ratio", "target", "verdict", "figures"], rows)
     lines += ["", "## Vision: one frame by each transport (concurrency 1)", ""]
     rows = [
@@ -214,14 +212,7 @@ def markdown(results: dict) -> str:
     lines += _table(
         ["payload", "concurrency", "ours /s", "FastAPI /s", "ours/FastAPI", "ours p99 ms", "FastAPI p99 ms"], rows
     )
-    g = results["gpt2"]
-    lines += [
-        "",
-        f"## GPT-2 ({results['plan']['gpt2_size']} stand-in, {results['plan']['gpt2_new_tokens']} new tokens)",
-        "",
-    ]
-    rows = [[r["mode"], f"{r['tok_s']:.1f}", f"{r['ttft_ms']:.0f}", f"{r['itl_ms']:.1f}"] for r in g]
-    lines += _table(["mode", "tokens/s", "TTFT ms", "ITL ms"], rows)
+    lines += ["", *report_gpt2.section(results["gpt2"], results["plan"]["gpt2_size"])]
     lines += [
         "",
         "## Plots",

@@ -28,12 +28,22 @@ def test_bench_writes_full_report_when_run_in_quick_mode(model_repo: Path, tmp_p
     batching = results["batching"]
     assert batching["on"]["requests"] == batching["off"]["requests"] == 8
     assert all(s["inferences"] == s["executions"] for s in batching["off_stats"].values())  # truly off
-    assert [r["streams"] for r in results["gpt2"]] == [1, 1, 4, 8] and all(r["tok_s"] > 0 for r in results["gpt2"])
+    g = results["gpt2"]
+    assert [r["streams"] for r in g["served"]] == [1, 4, 8] and all(r["tok_s"] > 0 for r in g["served"])
+    assert g["floor"]["tok_s"] > 0 and g["floor"]["tokens"] >= 1
+    assert set(g["ratios"]) == {"floor", "scaling", "itl"}
+    before, after = g["rss"]["before_load"], g["rss"]["after_load"]
+    assert before["stubs"] == 0 < after["stubs"] and 0 < before["total_mb"] < after["total_mb"]
+    assert {"gpt2", "gpt2_stream"} <= set(g["rss"]["models"])
+    assert g["genai_perf"]["problems"] == []
+    if not g["genai_perf"]["skipped"]:  # make test installs genai-perf (perf-tools): then it ran beside ours
+        assert [r["concurrency"] for r in g["genai_perf"]["rows"]] == [1]
     assert all(math.isfinite(h["ratio"]) and h["ratio"] > 0 for h in report.headlines(results).values())
     assert results["machine"]["triton"].startswith("2.")
 
     text = (tmp_path / "report.md").read_text()
-    for heading in ("## Machine", "## Headlines", "transport", "in-process floor", "batching", "FastAPI", "GPT-2"):
+    headings = ("## Machine", "## Headlines", "transport", "in-process floor", "batching", "FastAPI", "GPT-2")
+    for heading in (*headings, "genai-perf beside ours", "Server memory"):
         assert heading in text
     for plot in ("throughput.png", "latency.png"):
         assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
