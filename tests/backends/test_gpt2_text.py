@@ -174,10 +174,9 @@ class Failing(Recorder):
         self.finished.set()
 
 
-def test_engine_drains_waiting_sequences_when_closed(tokenizer) -> None:
-    decoder = HeldDecoder()
-    engine = Engine(decoder, max_slots=1, log=lambda m: None)
-    seqs = [
+def waiting_sequences(n: int, tokenizer) -> list[Sequence]:
+    """`n` greedy 4-token sequences of the prompt [1], each with a sink that records failures."""
+    return [
         Sequence(
             [1],
             4,
@@ -188,8 +187,14 @@ def test_engine_drains_waiting_sequences_when_closed(tokenizer) -> None:
             Failing(),
             end_id=0,
         )
-        for _ in range(3)
+        for _ in range(n)
     ]
+
+
+def test_engine_drains_waiting_sequences_when_closed(tokenizer) -> None:
+    decoder = HeldDecoder()
+    engine = Engine(decoder, max_slots=1, log=lambda m: None)
+    seqs = waiting_sequences(3, tokenizer)
     for seq in seqs:
         assert engine.submit(seq)
     assert decoder.running.wait(5)
@@ -201,19 +206,7 @@ def test_engine_drains_waiting_sequences_when_closed(tokenizer) -> None:
 def test_engine_fails_what_is_left_when_closing_outlasts_the_drain(tokenizer) -> None:
     decoder = HeldDecoder()
     engine = Engine(decoder, max_slots=1, log=lambda m: None)
-    seqs = [
-        Sequence(
-            [1],
-            4,
-            SamplingParams(),
-            np.random.default_rng(0),
-            IncrementalDecoder(tokenizer),
-            StopText([]),
-            Failing(),
-            end_id=0,
-        )
-        for _ in range(2)
-    ]
+    seqs = waiting_sequences(2, tokenizer)
     for seq in seqs:
         engine.submit(seq)
     assert decoder.running.wait(5)

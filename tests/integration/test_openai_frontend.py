@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import re
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from serving.launcher import TritonServer, free_ports
 
 pytestmark = pytest.mark.integration
 MODEL = "gpt2"
+ENGINE_BATCH = re.compile(r"gpt2_stream engine: batch of (\d+) after admitting")
 PROMPT = "Now is the winter of our"
 API_KEY = "sk-test-" + "k" * 32
 
@@ -176,10 +178,14 @@ def test_openai_async_streams_are_batched_in_the_server_when_eight_run_at_once(
         async with openai.AsyncOpenAI(base_url=frontend.base_url, api_key="x", max_retries=0, timeout=120) as c:
             return await asyncio.gather(*(one(c, p) for p in prompts))
 
+    logged = len(ENGINE_BATCH.findall(gpt2_triton.log_file.read_text()))
     results = asyncio.run(run())
     assert max(first for first, _, _ in results) < min(last for _, last, _ in results), "streams did not overlap"
     after = _stats(gpt2_triton, "gpt2_stream")
     assert after["inference_count"] - before["inference_count"] == 8
+    # The engine logs each batch it forms when sequences join: once the last stream joined, all 8 ran in one.
+    sizes = [int(n) for n in ENGINE_BATCH.findall(gpt2_triton.log_file.read_text())[logged:]]
+    assert sizes and max(sizes) == 8, f"engine batch sizes {sizes}"
     solo = openai.OpenAI(base_url=frontend.base_url, api_key="x", max_retries=0)
     assert (
         results[3][2]

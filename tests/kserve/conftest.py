@@ -56,9 +56,9 @@ def kserve_copy(tmp_path: Path) -> Path:
     return dest
 
 
-def find(objects: list[dict], kind: str) -> dict:
-    """The one object of `kind`."""
-    (obj,) = [o for o in objects if o["kind"] == kind]
+def find(objects: list[dict], kind: str, name: str | None = None) -> dict:
+    """The one object of `kind` (named `name`, where several objects share the kind)."""
+    (obj,) = [o for o in objects if o["kind"] == kind and name in (None, o["metadata"]["name"])]
     return obj
 
 

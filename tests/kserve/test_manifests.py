@@ -65,9 +65,9 @@ def test_kubectl_refuses_when_the_binary_is_another_version(tmp_path: Path) -> N
 def test_kubectl_renders_every_kind_when_kustomizing_each_overlay(kubectl: tools.Kubectl, overlay: str) -> None:
     rendering = render.kustomize(KSERVE / "overlays" / overlay, kubectl)
     assert rendering.problems == []
-    assert sorted(o["kind"] for o in rendering.objects) == sorted(
-        ["Namespace", "PersistentVolumeClaim", "Secret", "Job", "ServingRuntime", "InferenceService"]
-    )
+    kinds = ["Namespace", "PersistentVolumeClaim", "Secret", "Job", "ServingRuntime", "InferenceService"]
+    kinds += ["Service", "Secret"]  # the OpenAI transformer's route to Triton's gRPC port, and its API key
+    assert sorted(o["kind"] for o in rendering.objects) == sorted(kinds)
 
 
 def test_render_applies_namespace_images_and_patches_when_rendering_the_overlays(
@@ -99,7 +99,7 @@ def test_validate_overlay_fails_render_when_kustomize_warns_about_a_deprecated_f
     kust = kserve_copy / "overlays" / "cpu" / "kustomization.yaml"
     kust.write_text(kust.read_text() + "commonLabels:\n  team: vision\n")
     problems = failing(validate.validate_overlay(kust.parent, "cpu", schemas, kubectl))
-    (found,) = problems["render (kubectl kustomize): 6 objects"]
+    (found,) = problems["render (kubectl kustomize): 8 objects"]
     assert found.startswith("kustomize warns: # Warning: 'commonLabels' is deprecated")
 
 

@@ -109,5 +109,5 @@ def test_core_errors_rejects_string_args_when_job_container_args_is_a_string(
 
 
 def test_core_errors_rejects_secret_when_data_is_not_base64_strings(rendered_overlays: dict[str, list[dict]]) -> None:
-    secret = {**find(rendered_overlays["gpu"], "Secret"), "data": {"admin-key": 123}}
+    secret = {**find(rendered_overlays["gpu"], "Secret", "tritonyard-admin-key"), "data": {"admin-key": 123}}
     assert schema.core_errors(secret) != []

@@ -61,7 +61,7 @@ def test_validator_cli_reports_its_levels_and_kubectl_when_run_as_make_does() ->
         " at .tools/bin/kubectl"
     )
     assert "overlay cpu (repository built with DEVICE=cpu)" in lines
-    assert "  ok   render (kubectl kustomize): 6 objects" in lines
+    assert "  ok   render (kubectl kustomize): 8 objects" in lines
     assert lines[-1] == "passed: 0 failing check(s); validation level crd"
 
 
