@@ -135,35 +135,6 @@ class HeldDecoder:
         return logits, [np.zeros((ids.shape[0], 1, mask.shape[1], 2), np.float32)]
 
 
-def test_engine_refuses_sequences_when_max_pending_already_wait(tokenizer) -> None:
-    decoder = HeldDecoder()
-    engine = Engine(decoder, max_slots=1, log=lambda m: None, max_pending=2)
-    seqs = [
-        Sequence(
-            [1],
-            4,
-            SamplingParams(),
-            np.random.default_rng(0),
-            IncrementalDecoder(tokenizer),
-            StopText([]),
-            Recorder(),
-            end_id=0,
-        )
-        for _ in range(5)
-    ]
-    try:
-        assert engine.submit(seqs[0]) and decoder.running.wait(5)  # in the one slot
-        assert engine.submit(seqs[1]) and engine.submit(seqs[2])  # waiting: 2 of max_pending 2
-        assert not engine.submit(seqs[3]) and not engine.submit(seqs[4])
-        decoder.release.set()
-        assert all(s.sink.finished.wait(5) for s in seqs[:3])
-        assert engine.submit(seqs[3])  # room again once the backlog drained
-        assert seqs[3].sink.finished.wait(5)
-    finally:
-        decoder.release.set()
-        engine.close()
-
-
 class Failing(Recorder):
     def __init__(self) -> None:
         super().__init__()
@@ -189,6 +160,23 @@ def waiting_sequences(n: int, tokenizer) -> list[Sequence]:
         )
         for _ in range(n)
     ]
+
+
+def test_engine_refuses_sequences_when_max_pending_already_wait(tokenizer) -> None:
+    decoder = HeldDecoder()
+    engine = Engine(decoder, max_slots=1, log=lambda m: None, max_pending=2)
+    seqs = waiting_sequences(5, tokenizer)
+    try:
+        assert engine.submit(seqs[0]) and decoder.running.wait(5)  # in the one slot
+        assert engine.submit(seqs[1]) and engine.submit(seqs[2])  # waiting: 2 of max_pending 2
+        assert not engine.submit(seqs[3]) and not engine.submit(seqs[4])
+        decoder.release.set()
+        assert all(s.sink.finished.wait(5) for s in seqs[:3])
+        assert engine.submit(seqs[3])  # room again once the backlog drained
+        assert seqs[3].sink.finished.wait(5)
+    finally:
+        decoder.release.set()
+        engine.close()
 
 
 def test_engine_drains_waiting_sequences_when_closed(tokenizer) -> None:

@@ -32,22 +32,8 @@ def test_launcher_raises_with_log_tail_when_a_model_fails_to_load(tmp_path: Path
 
 
 def test_serve_cli_stops_server_when_it_gets_sigterm(tmp_path: Path) -> None:
-    http, grpc, metrics = free_ports(3)
     repo = tiny_repo(tmp_path, "echo", ECHO_MODEL)
-    cmd = [
-        sys.executable,
-        "-m",
-        "serving",
-        "--model-repository",
-        str(repo),
-        "--quiet",
-        "--http-port",
-        str(http),
-        "--grpc-port",
-        str(grpc),
-        "--metrics-port",
-        str(metrics),
-    ]
+    cmd, http = serve_command(repo)
     proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -83,23 +69,15 @@ sys.exit(0 if (load({}), load({"admin-key": key})) == (403, 200) else 3)
 """
 
 
-def serve_cli(repo: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+def serve_command(repo: Path, *args: str) -> tuple[list[str], int]:
+    """`python -m serving` on free ports for `repo`, and its HTTP port."""
     http, grpc, metrics = free_ports(3)
-    cmd = [
-        sys.executable,
-        "-m",
-        "serving",
-        "--model-repository",
-        str(repo),
-        "--quiet",
-        "--http-port",
-        str(http),
-        "--grpc-port",
-        str(grpc),
-        "--metrics-port",
-        str(metrics),
-        *args,
-    ]
+    ports = ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
+    return [sys.executable, "-m", "serving", "--model-repository", str(repo), "--quiet", *ports, *args], http
+
+
+def serve_cli(repo: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    cmd, _ = serve_command(repo, *args)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
