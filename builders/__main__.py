@@ -42,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
         help="cpu: Python-backend onnxruntime, KIND_CPU (runs here); gpu: onnxruntime backend, KIND_GPU (NGC/KServe)",
     )
     p.add_argument(
-        "--tensorrt-fp16", action="store_true", help="gpu only: enable the TensorRT FP16 execution accelerator"
+        "--tensorrt-fp16",
+        action="store_true",
+        help="gpu only: TensorRT FP16 accelerator on the vision ONNX models (not GPT-2)",
     )
     p.add_argument(
         "--no-dynamic-batching", action="store_true", help="write configs without dynamic_batching (for benchmarks)"
@@ -101,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         metavar="MODEL=N",
         help="instance count of a model, e.g. yolov8=2,efficientnet_v2=1 (default 1; image_decoder 2 on gpu); "
-        "the kind follows the target (ONNX models KIND_GPU on gpu, the rest KIND_CPU)",
+        "the kind follows the target (ONNX models and gpt2_stream KIND_GPU on gpu, the rest KIND_CPU)",
     )
     policy.add_argument(
         "--max-batch-size",
