@@ -19,6 +19,7 @@ DEFAULT_REPO = Path(__file__).resolve().parent.parent / "model_repository"
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m builders",
+        fromfile_prefix_chars="@",  # @FILE: more flags, one per line (make tune's loadtests/tuning/cpu.args)
         description="Export models to ONNX and write a Triton model repository. Without weights, the vision models "
         "use the stand-ins `make train` trained on synthetic CLO frames (weights/clo), and GPT-2 the small one "
         "`make train-gpt2` trained on Shakespeare (weights/gpt2); --random-weights gives seeded random weights "
@@ -58,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         "--effnet-weights",
         type=Path,
         help="EfficientNetV2-S state_dict (.pt/.pth), regression or ImageNet head (default: the trained stand-in)",
+    )
+    p.add_argument(
+        "--effnet-input-px",
+        type=int,
+        help="side the oil regressor was trained to read (a divisor of 384): the served 384 px crop is "
+        "average-pooled to it inside the graph (default: 384 for --effnet-weights, the stand-in's recorded side)",
     )
     p.add_argument(
         "--random-weights",
@@ -104,6 +111,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODEL=N",
         help="instance count of a model, e.g. yolov8=2,efficientnet_v2=1 (default 1; image_decoder 2 on gpu); "
         "the kind follows the target (ONNX models and gpt2_stream KIND_GPU on gpu, the rest KIND_CPU)",
+    )
+    policy.add_argument(
+        "--threads",
+        action="append",
+        metavar="MODEL=N",
+        help="cpu target: onnxruntime intra-op threads of an ONNX model, over --cpu-threads and the defaults "
+        "(preprocessing and postprocessing 1), e.g. yolov8=1,efficientnet_v2=2; `make tune` writes its choice "
+        "as a file of flags: `@loadtests/tuning/cpu.args`",
     )
     policy.add_argument(
         "--max-batch-size",
@@ -261,26 +276,43 @@ def _split_policies(args: argparse.Namespace, policies: dict[str, Policy]) -> di
     return split
 
 
+def vision_config(argv: list[str]):
+    """The `VisionConfig` that `python -m builders vision ARGV` builds, for tools that re-render configs over
+    already exported models (loadtests/tune.py); BuildError on bad flags."""
+    args = _parser().parse_args(["vision", *argv])
+    return _vision_config(args, _split_policies(args, _policies(args))["vision"])
+
+
 def _build_vision(args: argparse.Namespace, policies: dict[str, Policy]) -> None:
     from builders import vision
 
-    vision.build(
-        vision.VisionConfig(
-            device=args.device,
-            tensorrt_fp16=args.tensorrt_fp16,
-            dynamic_batching=not args.no_dynamic_batching,
-            yolo_weights=args.yolo_weights,
-            effnet_weights=args.effnet_weights,
-            random_weights=args.random_weights,
-            seed=args.seed,
-            max_image_bytes=args.max_image_bytes,
-            max_image_pixels=args.max_image_pixels,
-            cpu_threads=args.cpu_threads,
-            queue=_queue(args),
-            policies=policies,
-        ),
-        args.out,
+    vision.build(_vision_config(args, policies), args.out)
+
+
+def _vision_config(args: argparse.Namespace, policies: dict[str, Policy]):
+    from builders import vision
+
+    return vision.VisionConfig(
+        device=args.device,
+        tensorrt_fp16=args.tensorrt_fp16,
+        dynamic_batching=not args.no_dynamic_batching,
+        yolo_weights=args.yolo_weights,
+        effnet_weights=args.effnet_weights,
+        effnet_input_px=args.effnet_input_px,
+        random_weights=args.random_weights,
+        seed=args.seed,
+        max_image_bytes=args.max_image_bytes,
+        max_image_pixels=args.max_image_pixels,
+        cpu_threads=args.cpu_threads,
+        threads=_threads(args),
+        queue=_queue(args),
+        policies=policies,
     )
+
+
+def _threads(args: argparse.Namespace) -> dict[str, int]:
+    """--threads MODEL=N as {model: N}; the vision specs refuse unknown or non-ONNX models."""
+    return {m: _int("--threads", v, m) for m, v in _assignments("--threads", args.threads)[1].items()}
 
 
 def _build_gpt2(args: argparse.Namespace, policies: dict[str, Policy]) -> None:

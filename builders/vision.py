@@ -6,9 +6,10 @@ models for the chosen target. Run it as `python -m builders vision`.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ log = logging.getLogger("tritonyard.build")
 STAND_IN_DIR = Path(__file__).resolve().parent.parent / "weights" / "clo"
 STAND_IN_YOLO = STAND_IN_DIR / "yolov8n_clo.pt"
 STAND_IN_OIL = STAND_IN_DIR / "oil_effnetv2s.pt"
+STAND_IN_METRICS = STAND_IN_DIR / "metrics.json"  # `make train`'s record, which holds the recipe's input side
 STAND_IN_NOTE = "trained on synthetic CLO frames by `make train`, not a production model"
 
 # Max abs diff allowed between an export and its torch source, in each output's own units.
@@ -74,17 +76,22 @@ class VisionConfig:
     dynamic_batching: bool = True
     yolo_weights: Path | None = None  # ultralytics .pt, or a ready .onnx; None: the trained stand-in
     effnet_weights: Path | None = None  # EfficientNetV2-S state_dict (regression or ImageNet head); None: stand-in
+    effnet_input_px: int | None = None  # side the regressor reads (384 crop pooled to it); None: 384, stand-in's own
     random_weights: bool = False  # plumbing only: seeded random init wherever no weights file is given
     seed: int = 0
     max_image_bytes: int = 32 * 1024 * 1024
     max_image_pixels: int = 7680 * 4320
     cpu_threads: int = 2  # intra-op threads of the two networks on the cpu target
+    threads: Mapping[str, int] = field(default_factory=dict)  # per ONNX model, over cpu_threads (--threads)
     queue: QueueLimits = QueueLimits()  # queue bounds of every dynamically batched step (target defaults)
     policies: Mapping[str, Policy] = field(default_factory=dict)  # per-model overrides (--instances, ...)
 
     def __post_init__(self) -> None:
         if self.cpu_threads < 1:
             raise BuildError(f"--cpu-threads must be >= 1, got {self.cpu_threads}")
+        for name, n in self.threads.items():
+            if n < 1:
+                raise BuildError(f"--threads {name}={n}: must be >= 1")
 
     @property
     def target(self) -> Target:
@@ -163,6 +170,11 @@ def specs(cfg: VisionConfig) -> list[ModelSpec]:
         Ensemble("ensemble", (FRAME,), PIPELINE_OUTPUTS, _pipeline_steps()),
         Ensemble("ensemble_jpeg", (IMAGE_BYTES,), PIPELINE_OUTPUTS, (decode, *_pipeline_steps(FRAME_U8, "_u8"))),
     ]
+    onnx = {m.name for m in models if isinstance(m, OnnxModel)}
+    unknown = sorted(set(cfg.threads) - onnx)
+    if unknown:
+        raise BuildError(f"--threads {unknown[0]}: not an ONNX model of this build ({', '.join(sorted(onnx))})")
+    models = [replace(m, cpu_threads=cfg.threads[m.name]) if m.name in cfg.threads else m for m in models]
     return with_policies(models, cfg.policies, cfg.target)
 
 
@@ -276,13 +288,31 @@ def _export_u8_steps(repo: Path, frames: torch.Tensor) -> None:
     log.info("  postprocessing_u8: max abs diff vs the FP32 crop %.2e", diff)
 
 
+def stand_in_oil_input_px(metrics: Path = STAND_IN_METRICS) -> int:
+    """The side the trained stand-in regressor reads, as `make train` recorded it (384 where it says nothing)."""
+    try:
+        recipe = json.loads(metrics.read_text()).get("oil_recipe", {})
+    except (OSError, ValueError) as e:
+        raise BuildError(f"cannot read the stand-in's training record {metrics}: {e}") from e
+    return int(recipe.get("input_px", CROP.dims[-1]))
+
+
+def _effnet_input_px(cfg: VisionConfig, weights: Path | None) -> int:
+    if cfg.effnet_input_px is not None:
+        return cfg.effnet_input_px
+    return stand_in_oil_input_px() if weights == STAND_IN_OIL else CROP.dims[-1]
+
+
 def _export_effnet(cfg: VisionConfig, repo: Path) -> None:
     weights = cfg.weights(cfg.effnet_weights, STAND_IN_OIL)
-    module, source = build_oil_regressor(weights, seed=cfg.seed)
+    input_px = _effnet_input_px(cfg, weights)
+    module, source = build_oil_regressor(weights, seed=cfg.seed, input_px=input_px)
     if weights is None:
         progress.warn_random_weights("efficientnet_v2", source)
     elif weights == STAND_IN_OIL:
         source = f"{source}, {STAND_IN_NOTE}"
+    if input_px != CROP.dims[-1]:
+        source = f"{source}; reads the crop at {input_px} px (average-pooled inside the graph)"
     log.info("  efficientnet_v2: %s", source)
     crops = torch.rand(2, *CROP.dims, generator=torch.Generator().manual_seed(cfg.seed))
     path = _model_path(repo, "efficientnet_v2")

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     oil_recipe = oil.OilRecipe(seed=args.seed)
     if args.quick:
         yolo_recipe = replace(yolo_recipe, epochs=1, batch=4, close_mosaic=0, finetune_epochs=1)
-        oil_recipe = replace(oil_recipe, stages=((64, 2), (384, 1)), batch=4, recalibrate=8)
+        oil_recipe = replace(oil_recipe, steps=2, batch=4, jitter_copies=1)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     from training import pipeline
 
-    figures = pipeline.evaluate(args.data, "test", yolo_path, args.out / OIL_FILE)
+    figures = pipeline.evaluate(args.data, "test", yolo_path, args.out / OIL_FILE, oil_recipe.input_px)
     phase("pipeline evaluation", t0)
     seconds["total"] = round(time.perf_counter() - start, 1)
     report = {

@@ -3,8 +3,8 @@
 Crops come from `CropBestBoxU8`, the module the builder exports as `postprocessing_u8` (checked there against
 the FP32 `postprocessing`), fed with rows of detections as the served pipeline makes them: the trained YOLO's
 raw head, letterboxed by `LetterboxFrameU8`, through `reference_nms`. Each detection that matches a labelled
-oiler (IoU >= 0.5) gives one crop labelled with that oiler's level; jittered copies of the labelled boxes add
-more. Training uses EfficientNetV2's own progressive resizing (small crops first, the served 384 last).
+oiler (IoU >= 0.5) gives one crop labelled with that oiler's level; the labelled boxes and jittered copies of
+them add more. The network reads the crops average-pooled to `OilRecipe.input_px`, in training as in the graph.
 """
 
 from __future__ import annotations
@@ -33,19 +33,17 @@ MATCH_IOU = 0.5
 
 @dataclass(frozen=True)
 class OilRecipe:
-    """Progressive resizing in (crop side, steps) stages; the last one trains at the served 384.
+    """The regressor reads the 384 px crop average-pooled to `input_px` (inside the exported graph), so every step
+    trains at the side that is served. On this CPU a step at 384 costs about nine at 128: at 384 px, the time
+    budget bought a regressor that had not converged (6.2 points, see docs/stand-ins.md); at 128 px it converges."""
 
-    Steps, not epochs: one full step at 384 costs about 9 at 128 on this CPU, so the budget is set per stage. At
-    the served side the first `frozen_at_served` feature stages (the high-resolution ones, where most of the
-    backward cost lies) run without gradients, which buys several times more steps at the size that is served."""
-
-    stages: tuple[tuple[int, int], ...] = ((128, 400), (256, 60), (384, 50))  # (crop side, optimizer steps)
-    frozen_at_served: int = 4  # of the 8 feature stages; they keep what the smaller sides taught them
-    recalibrate: int = 256  # crops whose 384 px statistics replace BatchNorm's running ones at the end (FixRes)
+    input_px: int = 128  # a divisor of the 384 px crop
+    steps: int = 400
     batch: int = 16
-    lr: float = 2e-3
+    lr: float = 4e-3
     weight_decay: float = 0.05
-    jitter_copies: int = 1  # jittered labelled boxes per oiler, beside the detected box
+    jitter_copies: int = 4  # jittered copies of each labelled box, beside the labelled box and the detected one
+    jitter_sigma: float = 0.07  # of the box's width/height, per edge
     seed: int = 0
 
 
@@ -117,9 +115,11 @@ def make_crops(
                 rows.append(list(d[:4]))
                 lv.append(frame.oilers[best].level)
         for o in frame.oilers if augment else ():
+            rows.append(to_letterbox(o.box))
+            lv.append(o.level)
             w, h = o.box[2] - o.box[0], o.box[3] - o.box[1]
             for _ in range(recipe.jitter_copies):
-                dx1, dy1, dx2, dy2 = rng.normal(0, 0.04, 4) * [w, h, w, h]
+                dx1, dy1, dx2, dy2 = rng.normal(0, recipe.jitter_sigma, 4) * [w, h, w, h]
                 rows.append(to_letterbox((o.box[0] + dx1, o.box[1] + dy1, o.box[2] + dx2, o.box[3] + dy2)))
                 lv.append(o.level)
         crops.append(crop_rows(pixels, rows))
@@ -136,18 +136,14 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return (x * gain + bias).clamp(0, 1)
 
 
-def _resize(x: torch.Tensor, side: int) -> torch.Tensor:
-    return x if side == x.shape[-1] else F.interpolate(x, size=(side, side), mode="bilinear", antialias=True)
-
-
-def _at_side(crops: np.ndarray, side: int) -> np.ndarray:
-    """All crops resized to `side` once per stage (uint8), not once per step."""
+def pooled(crops: np.ndarray, side: int) -> np.ndarray:
+    """384 px uint8 crops average-pooled to `side`, as OilLevelRegressor pools them in the served graph."""
     if side == crops.shape[-1]:
         return crops
     out = np.empty((len(crops), 3, side, side), np.uint8)
     for i in range(0, len(crops), 64):
-        x = torch.from_numpy(crops[i : i + 64]).float()
-        out[i : i + 64] = _resize(x, side).round().clamp(0, 255).to(torch.uint8).numpy()
+        x = F.avg_pool2d(torch.from_numpy(crops[i : i + 64]).float(), crops.shape[-1] // side)
+        out[i : i + 64] = x.round().clamp(0, 255).to(torch.uint8).numpy()
     return out
 
 
@@ -162,85 +158,55 @@ def _schedule(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_schedule
     )
 
 
-def _logits(model: OilLevelRegressor, x: torch.Tensor, frozen: int) -> torch.Tensor:
-    """The regression logit; the first `frozen` feature stages run in training mode but without gradients."""
-    x = (x - model.mean) / model.std
-    if frozen:
-        with torch.no_grad():
-            x = model.features[:frozen](x)
-    x = model.features[frozen:](x)
+def _logits(model: OilLevelRegressor, x: torch.Tensor) -> torch.Tensor:
+    """The regression logit of crops already at the model's input side."""
+    x = model.features((x - model.mean) / model.std)
     return model.classifier(torch.flatten(model.avgpool(x), 1))[:, 0]
 
 
 def train(crops: np.ndarray, levels: np.ndarray, recipe: OilRecipe) -> OilLevelRegressor:
-    """AdamW with one cosine schedule over all stages; returns the model in eval mode."""
+    """AdamW with a warm-up and a cosine schedule, on the crops pooled once; returns the model in eval mode."""
     torch.manual_seed(recipe.seed)
     gen = torch.Generator().manual_seed(recipe.seed)
-    model = OilLevelRegressor().train()
+    model = OilLevelRegressor(recipe.input_px).train()
     # No stochastic depth or dropout: regularisers for long ImageNet schedules that slow a short one down.
     # They only act in training mode, so the exported (eval) graph is the same either way.
     for m in model.modules():
         if isinstance(m, StochasticDepth | torch.nn.Dropout):
             m.p = 0.0
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    total = sum(n for _, n in recipe.stages)
-    sched = _schedule(opt, total)
-    target_all = torch.from_numpy(levels)
-    step, start, order = 0, time.perf_counter(), torch.zeros(0, dtype=torch.long)
-    for side, steps in recipe.stages:
-        staged = _at_side(crops, side)
-        frozen = recipe.frozen_at_served if side == CROP_SIZE else 0
-        # NHWC convolutions are faster on this CPU from 256 px up, slower below.
-        layout = torch.channels_last if side >= 256 else torch.contiguous_format
-        model = model.to(memory_format=layout)
-        losses = []
-        for _ in range(steps):
-            if len(order) < recipe.batch:  # a new shuffled pass over the crops
-                order = torch.randperm(len(crops), generator=gen)
-            idx, order = order[: recipe.batch], order[recipe.batch :]
-            x = _augment(torch.from_numpy(staged[idx.numpy()]).float() / 255, gen).contiguous(memory_format=layout)
-            # Cross-entropy on the logit under the served sigmoid: its gradient (p - level) never vanishes, where
-            # an L1/L2 loss on sigmoid*100 stalls once the sigmoid saturates (what a from-scratch start does).
-            logits = _logits(model, x, frozen)
-            loss = F.binary_cross_entropy_with_logits(logits, target_all[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            losses.append(100 * (torch.sigmoid(logits) - target_all[idx]).abs().mean().item())
-            if step % 20 == 0 or step == total:
-                log.info(
-                    "  oil regressor: %dpx, step %d/%d, training error %.1f points (%.0fs)",
-                    side,
-                    step,
-                    total,
-                    float(np.mean(losses[-20:])),
-                    time.perf_counter() - start,
-                )
-    model = model.to(memory_format=torch.contiguous_format)
-    _recalibrate_batchnorm(model, crops[: recipe.recalibrate], recipe.batch)
+    sched = _schedule(opt, recipe.steps)
+    staged, target_all = pooled(crops, recipe.input_px), torch.from_numpy(levels)
+    start, order, losses = time.perf_counter(), torch.zeros(0, dtype=torch.long), []
+    for step in range(1, recipe.steps + 1):
+        if len(order) < recipe.batch:  # a new shuffled pass over the crops
+            order = torch.randperm(len(crops), generator=gen)
+        idx, order = order[: recipe.batch], order[recipe.batch :]
+        x = _augment(torch.from_numpy(staged[idx.numpy()]).float() / 255, gen)
+        # Cross-entropy on the logit under the served sigmoid: its gradient (p - level) never vanishes, where
+        # an L1/L2 loss on sigmoid*100 stalls once the sigmoid saturates (what a from-scratch start does).
+        logits = _logits(model, x)
+        loss = F.binary_cross_entropy_with_logits(logits, target_all[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(100 * (torch.sigmoid(logits) - target_all[idx]).abs().mean().item())
+        if step % 20 == 0 or step == recipe.steps:
+            log.info(
+                "  oil regressor: %dpx, step %d/%d, training error %.1f points (%.0fs)",
+                recipe.input_px,
+                step,
+                recipe.steps,
+                float(np.mean(losses[-20:])),
+                time.perf_counter() - start,
+            )
     return model.eval()
 
 
 @torch.no_grad()
-def _recalibrate_batchnorm(model: OilLevelRegressor, crops: np.ndarray, batch: int) -> None:
-    """BatchNorm's running statistics measured afresh at the served 384 px: most steps ran on smaller crops,
-    whose activation statistics differ (Touvron et al., FixRes). Forward passes only; no weight changes."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average over every batch below
-    model.train()
-    for i in range(0, len(crops), batch):
-        model(torch.from_numpy(crops[i : i + batch]).float() / 255)
-    for bn in norms:
-        bn.momentum = 0.1
-
-
-@torch.no_grad()
 def predict(model: OilLevelRegressor, crops: np.ndarray, batch: int = 16) -> np.ndarray:
-    """Oil % of uint8 crops at the served 384."""
+    """Oil % of uint8 crops at the served 384 (the model pools them to its input side)."""
     out = [model(torch.from_numpy(crops[i : i + batch]).float() / 255)[:, 0] for i in range(0, len(crops), batch)]
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 

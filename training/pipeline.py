@@ -22,10 +22,10 @@ from training.scenes import FRAME_H, FRAME_W
 log = logging.getLogger("tritonyard.train")
 
 
-def evaluate(root: Path, split: str, yolo_weights: Path, oil_weights: Path) -> dict[str, float]:
+def evaluate(root: Path, split: str, yolo_weights: Path, oil_weights: Path, oil_input_px: int) -> dict[str, float]:
     """Score every frame of `split`: mAP of the detections and the error of the oil % of the best box."""
     detector = Detector(yolo_weights)
-    regressor, _ = build_oil_regressor(oil_weights)
+    regressor, _ = build_oil_regressor(oil_weights, input_px=oil_input_px)
     cropper = CropBestBoxU8()
     results = []
     with torch.no_grad():

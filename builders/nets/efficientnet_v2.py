@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from builders import progress
 from builders.errors import BuildError
+from tritonyard_contract import CROP_SIZE
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -150,17 +152,24 @@ class OilLevelRegressor(EfficientNetV2S):
     """EfficientNetV2-S with a 1-output regression head: input [B,3,384,384] RGB in 0..1, output [B,1] oil
     percentage = sigmoid(logit)*100.
 
-    Applies ImageNet mean/std normalization inside forward (so it is part of the exported ONNX graph).
+    Applies ImageNet mean/std normalization inside forward (so it is part of the exported ONNX graph). With
+    `input_px` below the contract's 384 the network reads the crop at that side: the crop is average-pooled by
+    384 / input_px first (an exact area resize), also inside the graph, so the served input stays [B,3,384,384].
     """
 
-    def __init__(self) -> None:
+    def __init__(self, input_px: int = CROP_SIZE) -> None:
+        if input_px < 32 or CROP_SIZE % input_px:
+            raise BuildError(f"the regressor's input side must divide the {CROP_SIZE} px crop (>= 32), got {input_px}")
         super().__init__(num_classes=1)
+        self.input_px = input_px
         # non-persistent: the state_dict keys stay exactly torchvision's
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Map RGB images in 0..1 [B,3,H,W] to oil percentage [B,1] in 0..100."""
+        """Map RGB crops in 0..1 [B,3,384,384] to oil percentage [B,1] in 0..100."""
+        if self.input_px != CROP_SIZE:
+            x = F.avg_pool2d(x, CROP_SIZE // self.input_px)
         return torch.sigmoid(super().forward((x - self.mean) / self.std)) * 100.0
 
 
@@ -177,7 +186,7 @@ def _calibrate_batchnorm(model: OilLevelRegressor) -> None:
     for bn in norms:
         bn.momentum = None  # cumulative average: one batch sets the statistics outright
     with torch.no_grad():
-        model.train()(torch.rand(4, 3, 384, 384))
+        model.train()(torch.rand(4, 3, CROP_SIZE, CROP_SIZE))
     for bn in norms:
         bn.momentum = 0.1
     model.eval()
@@ -199,8 +208,12 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     return {str(k).removeprefix("module."): v for k, v in obj.items()}  # DataParallel/DDP checkpoints
 
 
-def build_oil_regressor(weights: Path | None, seed: int = 0) -> tuple[OilLevelRegressor, str]:
+def build_oil_regressor(
+    weights: Path | None, seed: int = 0, input_px: int = CROP_SIZE
+) -> tuple[OilLevelRegressor, str]:
     """Returns the model in eval mode and a one-line human description of where its weights came from.
+
+    `input_px` is the side the weights were trained to read (see OilLevelRegressor); the served input is 384.
 
     weights None -> deterministic random init (same seed -> bit-identical weights). A weights path may hold a
     raw state_dict or one wrapped in {'state_dict': ...} / {'model': ...}, optionally 'module.'-prefixed.
@@ -210,7 +223,7 @@ def build_oil_regressor(weights: Path | None, seed: int = 0) -> tuple[OilLevelRe
     """
     with torch.random.fork_rng(devices=[]):  # seed the init without disturbing the caller's global RNG
         torch.manual_seed(seed)
-        model = OilLevelRegressor()
+        model = OilLevelRegressor(input_px)
         if weights is None:
             _calibrate_batchnorm(model)
     if weights is None:

@@ -74,7 +74,11 @@ def served(request, user_files, jpegs, tmp_path_factory, caplog_module) -> Itera
     repo = tmp_path_factory.mktemp(f"repo_{export}")
     effnet = user_files[f"effnet_{head}"] if head else None
     caplog_module.clear()
-    vision.build(vision.VisionConfig(yolo_weights=user_files[export], effnet_weights=effnet), repo)
+    # The torchvision file holds the stand-in's weights, so it reads the crop at the side the stand-in was trained at.
+    input_px = vision.stand_in_oil_input_px() if effnet else None
+    vision.build(
+        vision.VisionConfig(yolo_weights=user_files[export], effnet_weights=effnet, effnet_input_px=input_px), repo
+    )
     log = caplog_module.text
     with TritonServer(repo, *free_ports(3), log_file=repo / "tritonserver.log", ready_timeout=600) as server:
         yield export, _infer(server.http_url, jpegs), log

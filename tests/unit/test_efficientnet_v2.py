@@ -76,6 +76,20 @@ def test_oillevelregressor_outputs_percentages_when_given_random_images(
     assert model.state_dict().keys() == EfficientNetV2S(num_classes=1).state_dict().keys()
 
 
+def test_oillevelregressor_reads_the_pooled_crop_when_input_px_is_below_384(image: torch.Tensor) -> None:
+    small, full = OilLevelRegressor(128).eval(), OilLevelRegressor().eval()
+    full.load_state_dict(small.state_dict())
+    pooled = torch.nn.functional.avg_pool2d(image, 3)  # 384 -> 128 by the area average, by hand
+    assert torch.allclose(_predict(small, image), _predict(full, pooled), atol=1e-4)
+    assert small.state_dict().keys() == full.state_dict().keys()  # same torchvision names either way
+
+
+@pytest.mark.parametrize("side", [100, 16, 768])
+def test_oillevelregressor_raises_when_input_px_does_not_divide_the_crop(side: int) -> None:
+    with pytest.raises(BuildError, match="must divide the 384 px crop"):
+        OilLevelRegressor(side)
+
+
 def test_build_oil_regressor_is_deterministic_when_given_same_seed(
     image: torch.Tensor,
 ) -> None:
