@@ -30,7 +30,8 @@ from builders.triton_config import (
     Target,
     with_policies,
 )
-from tritonyard_contract import GENERATE_INPUTS, GENERATE_OUTPUTS, OPTIONAL_GENERATE_INPUTS
+from builders.warmup import Warmup
+from tritonyard_contract import GENERATE_INPUTS, GENERATE_OUTPUTS, MAX_TOKENS, OPTIONAL_GENERATE_INPUTS
 
 GENERATOR = "gpt2_stream"  # owns the decoder, the tokenizer and the engine
 ENTRY = "gpt2"  # non-decoupled entry, forwards to GENERATOR
@@ -147,6 +148,8 @@ def specs(cfg: Gpt2Config, dims: Gpt2Dims | None = None) -> list[ModelSpec]:
             parameters=params,
             decoupled=True,
             gpu=True,
+            # A prompt and max_tokens: each instance runs a prefill and decode steps before it is ready.
+            warmup=Warmup(optional=(MAX_TOKENS,)),
             # The in-flight engine batches and execute() returns at once: Triton's dynamic batcher would only add
             # stalls (on 2.51 a burst reached execute() in 0.5 s waves), so none; max_pending bounds the backlog.
             policy=NO_DYNAMIC_BATCHING,
@@ -157,6 +160,9 @@ def specs(cfg: Gpt2Config, dims: Gpt2Dims | None = None) -> list[ModelSpec]:
             **interface,
             # Forwarding threads: twice what the engine holds, so gpt2_stream's limit is the one clients meet.
             parameters={"generation_model": GENERATOR, "max_in_flight": str(2 * (cfg.max_slots + cfg.max_pending))},
+            # No model_warmup: forwarding warmup requests to gpt2_stream over BLS aborted Triton 2.51
+            # (boost::interprocess::lock_exception; docs/warmup.md). gpt2_stream, where the work is, is warmed.
+            warmup=None,
             policy=NO_DYNAMIC_BATCHING,
         ),
     ]

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import tritonyard_contract
+from builders import warmup
 from builders.errors import BuildError
 from builders.triton_config import (
     ORT_MODEL_SOURCE,
@@ -91,6 +92,9 @@ def add_model(repo: Path, spec: ModelSpec, target: Target) -> str:
         served_by = "python (decoupled)" if spec.decoupled else "python"
     else:
         served_by = "ensemble"
+    if not isinstance(spec, Ensemble) and spec.warmup is not None:  # Triton refuses model_warmup on ensembles
+        optional = spec.optional_inputs if isinstance(spec, PythonModel) else frozenset()
+        warmup.write_files(repo / spec.name, spec.inputs, spec.warmup, optional)
     write_config(model_config(spec, target), repo)
     return served_by
 

@@ -21,8 +21,9 @@ from typing import Literal
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
-from builders import cpu_runner
+from builders import cpu_runner, warmup
 from builders.errors import BuildError
+from builders.warmup import Warmup
 from tritonyard_contract import OutputCheck, TensorSpec
 
 Device = Literal["cpu", "gpu"]
@@ -200,6 +201,7 @@ class OnnxModel:
     concat_batch: bool = True
     output_checks: tuple[OutputCheck, ...] = ()  # cpu target only: the Python model enforces them
     policy: Policy = Policy()
+    warmup: Warmup | None = Warmup()  # run on each instance before the model is ready (builders.warmup); None: none
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,7 @@ class PythonModel:
     shared: tuple[str, ...] = ()  # more modules shipped beside model.py, as "<python_backends folder>/<file>.py"
     policy: Policy = Policy()
     gpu: bool = False  # computes on the GPU itself (e.g. an onnxruntime session): KIND_GPU on the gpu target
+    warmup: Warmup | None = Warmup()  # run on each instance before the model is ready (builders.warmup); None: none
 
 
 @dataclass(frozen=True)
@@ -339,6 +342,9 @@ def model_config(spec: ModelSpec, target: Target) -> ModelConfig:
         body.update(maxBatchSize=policy.max_batch_size, instanceGroup=[{"kind": kind, "count": policy.instances}])
         body.update(_batching(policy))
         body.update(_onnx_dict(spec, target) if isinstance(spec, OnnxModel) else _python_dict(spec))
+        if spec.warmup is not None:
+            sizes = warmup.batch_sizes(policy.max_batch_size, policy.preferred_batch_sizes)
+            body["modelWarmup"] = warmup.config(spec.name, spec.inputs, spec.warmup, sizes, optional)
     try:
         return json_format.ParseDict(body, ModelConfig())
     except json_format.ParseError as exc:  # a spec bug, not a user error, but say where
