@@ -1,15 +1,19 @@
 """`make bench`: every figure of the benchmark report, measured in one run on this machine.
 
-    python -m loadtests.bench                 # full run, about 10 minutes on 2 CPU cores
+    python -m loadtests.bench                 # full run, about 12 minutes on 2 CPU cores
     python -m loadtests.bench --quick         # every path for a few seconds (make test runs it)
 
-Builds the repositories with the project's builder (vision + GPT-2, and a vision variant with
-dynamic batching off), starts a real tritonserver, and measures: the vision transports, served
-throughput against the in-process onnxruntime floor, batching on/off, a FastAPI + onnxruntime
-server doing the same work, and GPT-2 generation (loadtests/bench_gpt2: against its in-process
-floor, at 1/4/8 streams, genai-perf beside ours, and the server's RSS). Writes report.md, results.json and PNG plots to
-loadtests/results/<date>/ (or --out). Speed targets are printed, never asserted; any failed or
-wrong response makes the run fail, because then its figures mean nothing.
+Builds the repository with the project's builder (vision + GPT-2, with `make tune`'s flags from
+loadtests/tuning/cpu.args when present; the variant with dynamic batching off is the builder's configs
+for that flag over the same exported models), starts a real tritonserver, and measures: the vision
+transports, served throughput against the in-process onnxruntime floor, the latency budget of each
+entry point at concurrency 1 and 4 (loadtests/profile_vision), batching on/off, a FastAPI + onnxruntime
+server given the same payloads and running the same ONNX files with the same threads, first-request
+latency after a load (loadtests/bench_warmup, where present), and GPT-2 generation (loadtests/bench_gpt2:
+against its in-process floor, at 1/4/8 streams, genai-perf beside ours, and the server's RSS). Writes
+report.md (with the targets' verdicts), results.json and PNG plots to loadtests/results/<date>/ (or
+--out). Speed targets are printed, never asserted; any failed or wrong response makes the run fail,
+because then its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -30,12 +34,13 @@ from pathlib import Path
 from builders.triton_config import read_config
 from clients.lib import images
 from clients.synthetic import synthetic_frame
-from loadtests import bench_gpt2, bench_openai, report
+from loadtests import bench_batch, bench_gpt2, bench_openai, profile_vision, report
 from loadtests import bench_vision as bv
 from serving.launcher import TritonServer, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "bench"
+TUNED = ROOT / "loadtests" / "tuning" / "cpu.args"  # `make tune`'s chosen builder flags, when it has run
 
 
 @dataclass(frozen=True)
@@ -51,15 +56,16 @@ class Plan:
     baseline_concurrency: int
     gpt2_size: str
     gpt2_new_tokens: int
+    budget_per_worker: int  # traced requests per client for the latency budget, at concurrency 1 and 4
     smoke: bool = False  # quick(): the GPT-2 part in its quick mode too
 
     @classmethod
     def full(cls) -> Plan:
-        return cls(10, 8, 2, 6, (1, 2, 4), 8, 4, "124m", 64)
+        return cls(10, 8, 2, 6, (1, 2, 4), 8, 4, "124m", 64, 4)
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(1, 1, 1, 1, (1, 4), 8, 4, "tiny", 8, smoke=True)
+        return cls(1, 1, 1, 1, (1, 4), 8, 4, "tiny", 8, 1, smoke=True)
 
     def gpt2(self) -> bench_gpt2.Settings:
         """The GPT-2 part: floor, 1/4/8 streams, genai-perf beside them, the server's RSS (loadtests/bench_gpt2)."""
@@ -71,8 +77,9 @@ class Plan:
 
 def _build(args: list[str], what: str) -> None:
     started = time.perf_counter()
-    sys.stderr.write(f"bench: building {what}\n")
-    subprocess.run([sys.executable, "-m", "builders", *args], check=True, cwd=ROOT)
+    tuned = [f"@{TUNED}"] if TUNED.is_file() else []
+    sys.stderr.write(f"bench: building {what}{' with ' + str(TUNED.relative_to(ROOT)) if tuned else ''}\n")
+    subprocess.run([sys.executable, "-m", "builders", *args, *tuned], check=True, cwd=ROOT)
     sys.stderr.write(f"bench: built {what} in {time.perf_counter() - started:.0f}s\n")
 
 
@@ -84,20 +91,27 @@ def build_main(plan: Plan, out: Path) -> Path:
     return repo
 
 
-def build_nobatch(out: Path) -> Path:
-    """The vision variant with dynamic batching off, through the builder's flag."""
+def build_nobatch(main: Path, out: Path) -> Path:
+    """The vision variant with dynamic batching off: the builder's configs for its `--no-dynamic-batching` flag
+    (and the tuned flags), rendered over `main`'s exported models (loadtests/tune.render)."""
+    from loadtests import tune
+
     repo = out / "repository_nobatch"
-    _build(["vision", "--no-dynamic-batching", "--out", str(repo)], "vision with dynamic batching off")
+    tuned = [f"@{TUNED}"] if TUNED.is_file() else []
+    tune.render(main, repo, [*tuned, "--no-dynamic-batching"])
     return repo
 
 
 def reference(repo: Path) -> tuple[bv.Reference, bv.InProcessChain]:
-    """A synthetic 4K camera frame, its JPEG, and its oil level from the in-process chain."""
+    """A synthetic 4K camera frame, its JPEG, and what the in-process chains answer for each: the FP32 chain
+    for the frame, ensemble_jpeg's `_u8` chain for the JPEG decoded as its image_decoder does."""
     buf = io.BytesIO()
     synthetic_frame(seed=3).save(buf, "JPEG", quality=90)
-    frame = images.to_frame(images.decode(buf.getvalue()))
+    image = images.decode(buf.getvalue())
+    frame = images.to_frame(image)
     chain = bv.InProcessChain(repo)
-    return bv.Reference(frame, buf.getvalue(), chain(frame)), chain
+    from_jpeg = bv.InProcessChain(repo, u8=True).expected(images.to_frame_u8(image))
+    return bv.Reference(frame, buf.getvalue(), chain.expected(frame), from_jpeg), chain
 
 
 def machine(repo: Path, triton_version: str) -> dict:
@@ -205,6 +219,15 @@ def measure_fastapi(plan: Plan, repo: Path, ref: bv.Reference, out: Path, result
         proc.wait(timeout=30)
 
 
+def measure_warmup(plan: Plan, repo: Path, out: Path) -> dict | None:
+    """First request after a load against steady state, per entry point (loadtests/bench_warmup), where present."""
+    try:
+        from loadtests import bench_warmup
+    except ImportError:
+        return None
+    return bench_warmup.measure(repo, out / "warmup", quick=plan.smoke)
+
+
 def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -259,7 +282,7 @@ def run(plan: Plan, out: Path, repo: Path | None, nobatch: Path | None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     build_dir = BUILD if out.is_relative_to(ROOT) else out / "build"
     repo = repo or build_main(plan, build_dir)
-    nobatch = nobatch or build_nobatch(build_dir)
+    nobatch = nobatch or build_nobatch(repo, build_dir)
     ref, chain = reference(repo)
     results: dict = {"plan": plan.__dict__, "transports": {}, "served": {}, "batching": {}, "fastapi": {}}
     results["machine"] = machine(repo, "?")
@@ -268,8 +291,16 @@ def run(plan: Plan, out: Path, repo: Path | None, nobatch: Path | None) -> dict:
     del chain  # its sessions' threads must not compete with the servers
     sys.stderr.write(f"bench: in-process floor {results['floor']['throughput_per_s']:.2f} frames/s\n")
     measure_triton(plan, repo, ref, out, results)
+    # The latency budget on a server of its own: tracing every request and timing the stubs costs a little.
+    results["budget"] = profile_vision.measure(
+        repo, ref, out / "budget", per_worker=plan.budget_per_worker, twin_requests=plan.floor_requests
+    )
+    sys.stderr.write("bench: latency budget (ms per request)\n" + profile_vision.text(results["budget"]))
     measure_nobatch(plan, nobatch, ref, out, results)
     measure_fastapi(plan, repo, ref, out, results)
+    # A folder of frames through `python -m clients.clo --batch`, against the closed loop (loadtests/bench_batch).
+    results["batch"] = bench_batch.bench_step(repo, ref, results["served"]["jpeg"], out / "batch", plan.smoke)
+    results["warmup"] = measure_warmup(plan, repo, out)
     # GPT-2 on a server of its own: its RSS before and after loading the GPT-2 models means something there.
     results["gpt2"] = bench_gpt2.measure(repo, plan.gpt2(), out / "gpt2")
     # The OpenAI frontend against direct gRPC streaming, interleaved in one run (loadtests/bench_openai).
@@ -279,6 +310,11 @@ def run(plan: Plan, out: Path, repo: Path | None, nobatch: Path | None) -> dict:
     report.write(results, out)
     with (out / "report.md").open("a") as f:
         f.write("\n" + bench_openai.markdown(results["openai"]))
+        f.write("\n" + bench_batch.markdown(results["batch"]))
+        if results["warmup"] is not None:
+            from loadtests import bench_warmup
+
+            f.write("\n" + bench_warmup.markdown(results["warmup"]))
     return results
 
 
@@ -299,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (ROOT / "build" / "bench-quick" if args.quick else ROOT / "loadtests" / "results" / today)
     results = run(plan, out.resolve(), args.repository, args.nobatch_repository)
     sys.stdout.write(report.headline_text(results) + "\n" + bench_openai.headline(results["openai"]))
+    sys.stdout.write("\n" + bench_batch.headline(results["batch"]))
     sys.stdout.write(f"\nreport: {out / 'report.md'}\n")
-    errors = report.error_count(results)
+    errors = report.error_count(results) + results["batch"]["errors"]
     if errors:
         sys.stderr.write(f"bench: {errors} request(s) failed or answered wrong; the figures are not valid\n")
         return 1

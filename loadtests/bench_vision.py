@@ -1,33 +1,29 @@
 """Vision benchmark pieces: the transports one frame can take, the in-process floor, closed-loop runs.
 
-Every sender checks what came back (shapes, finite values, the oil level of the reference run), so a
-wrong answer is counted as an error and never as a fast success.
+Every sender checks what came back against the reference run of the same ONNX files in-process (the
+detections, the crop and the oil level, besides shapes and finite values), so a wrong answer is counted
+as an error and never as a fast success. FP32 frames are checked against the FP32 chain, JPEG bytes
+against the chain ensemble_jpeg runs (the decoder's UINT8 frame through the `_u8` steps).
 """
 
 from __future__ import annotations
 
 import http.client
-import json
+import itertools
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from clients.lib import payloads
-from clients.lib.checks import ResponseError, check_vision_outputs
 from clients.lib.shm import SharedRegion
-from tritonyard_contract import CROP, DETECTIONS, FRAME, IMAGE_BYTES, LETTERBOXED, OIL_PCT, PIPELINE_OUTPUTS
-from tritonyard_contract.onnx_session import MODEL_FILE, cpu_session
+from loadtests.vision_reference import Expected, InProcessChain, Reference, WrongAnswer, check_outputs
+from tritonyard_contract import FRAME, IMAGE_BYTES, PIPELINE_OUTPUTS
 
-OIL_ATOL = 1e-2  # served and in-process runs share kernels; only thread scheduling differs
-ONNX_STEPS = ("preprocessing", "yolov8", "postprocessing", "efficientnet_v2")  # the FP32 chain, in order
-
-
-class WrongAnswer(RuntimeError):
-    """A response arrived but does not match the reference: counted as an error."""
+__all__ = ["Expected", "InProcessChain", "Reference", "WrongAnswer", "check_outputs"]  # re-exported for the benches
+_request_ids = itertools.count()
 
 
 @dataclass
@@ -69,48 +65,6 @@ class Run:
         }
 
 
-@dataclass(frozen=True)
-class Reference:
-    """The frame every sender sends, its JPEG, and the oil level the in-process chain computes for it."""
-
-    frame: np.ndarray  # [3, 2160, 3840] FP32
-    jpeg: bytes
-    oil_pct: float
-
-
-def check_outputs(det: np.ndarray, crop: np.ndarray, oil: np.ndarray, ref: Reference) -> None:
-    """Raise WrongAnswer unless the pipeline's outputs pass the client checks and hold the reference oil level."""
-    try:
-        check_vision_outputs({DETECTIONS.name: det, CROP.name: crop, OIL_PCT.name: oil})
-    except ResponseError as exc:
-        raise WrongAnswer(str(exc)) from None
-    if abs(float(oil[0, 0]) - ref.oil_pct) > OIL_ATOL:
-        raise WrongAnswer(f"oil {float(oil[0, 0]):.4f} % differs from the reference {ref.oil_pct:.4f} %")
-
-
-# --- the in-process floor -------------------------------------------------------------------------
-
-
-class InProcessChain:
-    """The four model.onnx files run one after another with onnxruntime: the compute floor."""
-
-    def __init__(self, repo: Path, threads: int = 2) -> None:
-        self.sessions = {step: cpu_session(repo / step / "1" / MODEL_FILE, threads) for step in ONNX_STEPS}
-
-    def outputs(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(detections, crop, oil) of one [3, 2160, 3840] frame, each with a batch dimension of 1."""
-        s, x = self.sessions, frame[np.newaxis]
-        [letterboxed] = s["preprocessing"].run(None, {FRAME.name: x})
-        [det] = s["yolov8"].run(None, {LETTERBOXED.name: letterboxed})
-        [crop] = s["postprocessing"].run(None, {FRAME.name: x, DETECTIONS.name: det})
-        [oil] = s["efficientnet_v2"].run(None, {CROP.name: crop})
-        return det, crop, oil
-
-    def __call__(self, frame: np.ndarray) -> float:
-        """Oil level of one [3, 2160, 3840] frame."""
-        return float(self.outputs(frame)[2][0, 0])
-
-
 # --- senders: one per worker thread, each sends the reference frame once per call -----------------
 
 
@@ -134,38 +88,47 @@ def _triton_outputs(api, binary: bool) -> list:
     return [api.InferRequestedOutput(t.name, binary_data=binary) for t in PIPELINE_OUTPUTS]
 
 
-def _check_result(res, ref: Reference) -> None:
-    check_outputs(*(res.as_numpy(t.name) for t in PIPELINE_OUTPUTS), ref)
+Marks = list  # (request_id, client start ns, answer received ns) per request, CLOCK_MONOTONIC like Triton's trace
 
 
-def http_sender(url: str, ref: Reference, *, binary: bool) -> Sender:
+def _infer_checked(client, model: str, inputs: Callable[[], list], outputs: list, want: Expected, marks) -> None:
+    """One request under a fresh request id (Triton's trace records it); the answer is checked after the clock
+    stops. `inputs` runs inside the timed span: it is the client's share of the work (e.g. writing the frame)."""
+    rid = f"bench-{next(_request_ids)}"
+    started = time.monotonic_ns()
+    res = client.infer(model, inputs(), outputs=outputs, request_id=rid)
+    answered = time.monotonic_ns()
+    check_outputs(*(res.as_numpy(t.name) for t in PIPELINE_OUTPUTS), want)
+    if marks is not None:
+        marks.append((rid, started, answered))
+
+
+def http_sender(url: str, ref: Reference, *, binary: bool, marks: Marks | None = None) -> Sender:
     """FP32 frame to `ensemble` over REST: binary tensors, or JSON numbers as the KServe v2 examples send."""
     import tritonclient.http as api
 
     client = api.InferenceServerClient(url, network_timeout=600, connection_timeout=600)
     batch = ref.frame[np.newaxis]
 
-    def send() -> None:
+    def inputs() -> list:
         inp = api.InferInput(FRAME.name, list(batch.shape), "FP32")
         inp.set_data_from_numpy(batch, binary_data=binary)  # JSON: tritonclient writes every float as text
-        _check_result(client.infer("ensemble", [inp], outputs=_triton_outputs(api, binary)), ref)
+        return [inp]
 
-    return Sender(send, client.close)
+    outputs = _triton_outputs(api, binary)
+    return Sender(lambda: _infer_checked(client, "ensemble", inputs, outputs, ref.fp32, marks), client.close)
 
 
-def grpc_sender(url: str, ref: Reference) -> Sender:
+def grpc_sender(url: str, ref: Reference, marks: Marks | None = None) -> Sender:
     import tritonclient.grpc as api
 
     client = api.InferenceServerClient(url)
-
-    def send() -> None:
-        inp = payloads.frame_input(api, ref.frame)
-        _check_result(client.infer("ensemble", [inp], outputs=payloads.outputs(api)), ref)
-
-    return Sender(send, client.close)
+    inputs = lambda: [payloads.frame_input(api, ref.frame)]  # noqa: E731
+    outputs = payloads.outputs(api)
+    return Sender(lambda: _infer_checked(client, "ensemble", inputs, outputs, ref.fp32, marks), client.close)
 
 
-def shm_sender(url: str, ref: Reference) -> Sender:
+def shm_sender(url: str, ref: Reference, marks: Marks | None = None) -> Sender:
     """FP32 frame through system shared memory; each call writes the frame into the region first,
     as a client with a new frame every time must."""
     import tritonclient.http as api
@@ -178,10 +141,9 @@ def shm_sender(url: str, ref: Reference) -> Sender:
         client.close()
         raise
 
-    def send() -> None:
+    def inputs() -> list:
         region.write(batch)
-        inp = payloads.shm_frame_input(api, region.name, batch.nbytes, batch.shape)
-        _check_result(client.infer("ensemble", [inp], outputs=payloads.outputs(api)), ref)
+        return [payloads.shm_frame_input(api, region.name, batch.nbytes, batch.shape)]
 
     def close() -> None:
         try:
@@ -189,28 +151,29 @@ def shm_sender(url: str, ref: Reference) -> Sender:
         finally:
             client.close()
 
-    return Sender(send, close)
+    outputs = payloads.outputs(api)
+    return Sender(lambda: _infer_checked(client, "ensemble", inputs, outputs, ref.fp32, marks), close)
 
 
-def jpeg_sender(url: str, ref: Reference) -> Sender:
+def jpeg_sender(url: str, ref: Reference, marks: Marks | None = None) -> Sender:
     """The camera's JPEG bytes to `ensemble_jpeg`, which decodes server-side."""
     import tritonclient.http as api
 
     client = api.InferenceServerClient(url, network_timeout=600)
-
-    def send() -> None:
-        inp = payloads.image_input(api, ref.jpeg)
-        _check_result(client.infer("ensemble_jpeg", [inp], outputs=payloads.outputs(api)), ref)
-
-    return Sender(send, client.close)
+    inputs = lambda: [payloads.image_input(api, ref.jpeg)]  # noqa: E731
+    outputs = payloads.outputs(api)
+    return Sender(lambda: _infer_checked(client, "ensemble_jpeg", inputs, outputs, ref.from_jpeg, marks), client.close)
 
 
 def fastapi_sender(url: str, ref: Reference, *, jpeg: bool) -> Sender:
-    """The FastAPI baseline: raw FP32 bytes (or the JPEG) in the body, JSON back; keep-alive connection."""
+    """The FastAPI baseline: the raw FP32 frame (the same bytes as Triton's binary HTTP body) or the same JPEG;
+    it answers the three outputs as raw float32 bytes (loadtests/baselines/fastapi_server), checked like ours."""
+    from loadtests.baselines.fastapi_server import parse_answer
+
     host, port = url.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=600)
     body = ref.jpeg if jpeg else ref.frame.tobytes()
-    path = "/infer_jpeg" if jpeg else "/infer"
+    path, want = ("/infer_jpeg", ref.from_jpeg) if jpeg else ("/infer", ref.fp32)
 
     def send() -> None:
         conn.request("POST", path, body, {"Content-Type": "application/octet-stream"})
@@ -218,12 +181,11 @@ def fastapi_sender(url: str, ref: Reference, *, jpeg: bool) -> Sender:
         payload = resp.read()
         if resp.status != 200:
             raise RuntimeError(f"HTTP {resp.status}: {payload[:200]!r}")
-        out = json.loads(payload)
-        det = np.asarray(out["detections"], np.float32)[np.newaxis]
-        crop_shape = tuple(out["crop_shape"])
-        if crop_shape != (1, *CROP.dims):
-            raise WrongAnswer(f"crop shape {crop_shape}")
-        check_outputs(det, np.zeros((1, *CROP.dims), np.float32), np.array([[out["oil_pct"]]], np.float32), ref)
+        try:
+            det, crop, oil = parse_answer(payload)
+        except ValueError as exc:
+            raise WrongAnswer(str(exc)) from None
+        check_outputs(det, crop, oil, want)
 
     return Sender(send, conn.close)
 
@@ -350,8 +312,7 @@ def floor_run(chain: InProcessChain, ref: Reference, requests: int) -> Run:
     t0 = time.perf_counter()
     for _ in range(requests):
         s = time.perf_counter()
-        oil = chain(ref.frame)
+        det, crop, oil = chain.outputs(ref.frame)
         latencies.append(time.perf_counter() - s)
-        if abs(oil - ref.oil_pct) > OIL_ATOL:
-            raise WrongAnswer("the in-process chain is not deterministic")
+        check_outputs(det, crop, oil, ref.fp32)
     return Run("in-process onnxruntime (floor)", 1, time.perf_counter() - t0, latencies)

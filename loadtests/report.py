@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loadtests import report_gpt2
+from loadtests import report_gpt2, report_vision
 
 SERVED_KINDS = ("shm", "jpeg", "http_binary")
 TRANSPORT_NAMES = {
@@ -14,7 +14,7 @@ TRANSPORT_NAMES = {
     "shm": "system shared memory (FP32)",
     "jpeg": "JPEG bytes to ensemble_jpeg",
 }
-TARGETS = {"floor": 0.8, "json": 3.0, "fastapi": 1.0}
+TARGETS = {"floor": 0.8, "json": 3.0, "fastapi_fp32": 1.0, "fastapi_jpeg": 1.0}
 
 
 def best_entry(results: dict) -> str:
@@ -34,9 +34,16 @@ def headlines(results: dict) -> dict:
     t = results["transports"]
     fastest = min(("shm", "jpeg"), key=lambda k: t[k]["p50_ms"])
     c = results["plan"]["baseline_concurrency"]
-    ours = {k: _at(results["served"][k], c)["throughput_per_s"] for k in SERVED_KINDS}
-    theirs = {k: _at(results["fastapi"][k], c)["throughput_per_s"] for k in ("fastapi_binary", "fastapi_jpeg")}
-    ours_best, theirs_best = max(ours, key=ours.get), max(theirs, key=theirs.get)
+    like = {}
+    for ours, theirs, payload in report_vision.PAIRS:  # like for like: the same request bytes
+        o, f = (
+            _at(results["served"][ours], c)["throughput_per_s"],
+            _at(results["fastapi"][theirs], c)["throughput_per_s"],
+        )
+        like[f"fastapi_{payload.lower()}"] = {
+            "ratio": o / f,
+            "detail": f"concurrency {c}, {payload} to both: ours ({ours}) {o:.2f}/s vs FastAPI {f:.2f}/s",
+        }
     on, off = results["batching"]["on"], results["batching"]["off"]
     return {
         "floor": {
@@ -48,11 +55,7 @@ def headlines(results: dict) -> dict:
             "ratio": t["http_json"]["p50_ms"] / t[fastest]["p50_ms"],
             "detail": f"{fastest} p50 {t[fastest]['p50_ms']:.0f} ms vs JSON FP32 {t['http_json']['p50_ms']:.0f} ms",
         },
-        "fastapi": {
-            "ratio": ours[ours_best] / theirs[theirs_best],
-            "detail": f"concurrency {c}: ours ({ours_best}) {ours[ours_best]:.2f}/s vs FastAPI "
-            f"({theirs_best.removeprefix('fastapi_')}) {theirs[theirs_best]:.2f}/s",
-        },
+        **like,
         "batching": {
             "ratio": on["throughput_per_s"] / off["throughput_per_s"] if off["throughput_per_s"] else float("nan"),
             "detail": f"{results['batching']['entry']} at concurrency {on['concurrency']}: "
@@ -76,7 +79,8 @@ def headline_text(results: dict) -> str:
     labels = {
         "floor": "served / in-process floor (best entry, best concurrency)",
         "json": "shm or JPEG vs JSON FP32, per request",
-        "fastapi": "ours / FastAPI baseline at concurrency 4",
+        "fastapi_fp32": "ours / FastAPI at concurrency 4, FP32 body to both",
+        "fastapi_jpeg": "ours / FastAPI at concurrency 4, JPEG to both",
         "batching": "dynamic batching on / off at concurrency 8",
     }
     labels.update({k: report_gpt2.label(k) for k in h if k.startswith("gpt2_")})
@@ -84,7 +88,7 @@ def headline_text(results: dict) -> str:
     for key, label in labels.items():
         target = f" (target {_target(key, h[key])}: {_verdict(key, h[key]).strip('*')})" if _target(key, h[key]) else ""
         lines.append(f"{label}: {h[key]['ratio']:.2f}x{target} - {h[key]['detail']}")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n" + report_vision.targets_text(results)
 
 
 def error_count(results: dict) -> int:
@@ -134,7 +138,8 @@ def markdown(results: dict) -> str:
     names = {
         "floor": "Served / in-process floor",
         "json": "shm or JPEG vs JSON FP32",
-        "fastapi": "Ours / FastAPI at c=4",
+        "fastapi_fp32": "Ours / FastAPI at c=4, FP32 to both",
+        "fastapi_jpeg": "Ours / FastAPI at c=4, JPEG to both",
         "batching": "Batching on / off at c=8",
         **{k: report_gpt2.label(k) for k in h if k.startswith("gpt2_")},
     }
@@ -142,7 +147,8 @@ def markdown(results: dict) -> str:
         target = _target(key, h[key]) or "-"
         rows.append([name, f"{h[key]['ratio']:.2f}x", target, _verdict(key, h[key]) or "-", h[key]["detail"]])
     lines += _table(["measure", "ratio", "target", "verdict", "figures"], rows)
-    lines += ["", "## Vision: one frame by each transport (concurrency 1)", ""]
+    lines += ["", *report_vision.targets_section(results)]
+    lines += ["## Vision: one frame by each transport (concurrency 1)", ""]
     rows = [
         [TRANSPORT_NAMES[k], _mb(r["payload_bytes"]), r["requests"], f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}"]
         for k, r in results["transports"].items()
@@ -187,32 +193,11 @@ def markdown(results: dict) -> str:
         "",
         "The off variant is built by `python -m builders vision --no-dynamic-batching`, not edited by hand.",
         "",
-        "## Vision: against a FastAPI + onnxruntime server",
-        "",
-        "`loadtests/baselines/fastapi_server.py` runs the same four model.onnx in-process per request "
-        "(uvicorn, one process, FastAPI's thread pool), given the same bytes.",
-        "",
     ]
-    rows = []
-    for ours, theirs, payload in (("http_binary", "fastapi_binary", "FP32 body"), ("jpeg", "fastapi_jpeg", "JPEG")):
-        for r_ours in results["served"][ours]:
-            r_theirs = _at(results["fastapi"][theirs], r_ours["concurrency"])
-            ours_s, theirs_s = r_ours["throughput_per_s"], r_theirs["throughput_per_s"]
-            rows.append(
-                [
-                    payload,
-                    r_ours["concurrency"],
-                    f"{ours_s:.2f}",
-                    f"{theirs_s:.2f}",
-                    f"{ours_s / theirs_s:.2f}",
-                    f"{r_ours['p99_ms']:.0f}",
-                    f"{r_theirs['p99_ms']:.0f}",
-                ]
-            )
-    lines += _table(
-        ["payload", "concurrency", "ours /s", "FastAPI /s", "ours/FastAPI", "ours p99 ms", "FastAPI p99 ms"], rows
-    )
-    lines += ["", *report_gpt2.section(results["gpt2"], results["plan"]["gpt2_size"])]
+    lines += report_vision.fair_section(results)
+    lines += report_vision.budget_section(results)
+    lines += report_vision.levers_section()
+    lines += [*report_gpt2.section(results["gpt2"], results["plan"]["gpt2_size"])]
     lines += [
         "",
         "## Plots",
@@ -287,6 +272,7 @@ def plots(results: dict, out: Path) -> list[Path]:
 def write(results: dict, out: Path) -> Path:
     """report.md and its plots into `out`; returns the report's path."""
     plots(results, out)
+    report_vision.budget_plot(results, out)
     path = out / "report.md"
     path.write_text(markdown(results))
     return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +81,19 @@ def test_onnx_runtime_blames_the_input_when_an_output_check_fails(tmp_path: Path
         assert r.error().code() == TritonError.INVALID_ARG
         assert r.error().message() == "x: values must be finite numbers in -1..9"
     np.testing.assert_array_equal(output(responses[4], "y"), good + 1)
+
+
+def test_onnx_runtime_writes_execute_timings_at_finalize_when_the_benchmark_variable_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    timings = tmp_path / "timings"
+    timings.mkdir()
+    monkeypatch.setenv("TRITONYARD_STUB_TIMINGS", str(timings))
+    model = _load(tmp_path / "repo", concat=False)
+    model.execute([Request(x=np.ones((1, 2), np.float32)), Request(x=np.ones((1, 2), np.float32))])
+    assert list(timings.iterdir()) == []  # nothing written while serving
+    model.finalize()
+    [path] = timings.glob("add_one-*.jsonl")
+    [record] = [json.loads(line) for line in path.read_text().splitlines()]
+    assert record["model"] == "add_one" and record["requests"] == 2
+    assert record["entered_ns"] < record["left_ns"] and 0 < record["run_ns"] <= record["left_ns"] - record["entered_ns"]

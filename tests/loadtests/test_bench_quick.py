@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests import bench, report
+from loadtests import bench, report, report_vision
 
 pytestmark = pytest.mark.integration
 
@@ -40,11 +40,21 @@ def test_bench_writes_full_report_when_run_in_quick_mode(model_repo: Path, tmp_p
         assert [r["concurrency"] for r in g["genai_perf"]["rows"]] == [1]
     assert all(math.isfinite(h["ratio"]) and h["ratio"] > 0 for h in report.headlines(results).values())
     assert results["machine"]["triton"].startswith("2.")
+    batch = results["batch"]  # loadtests/bench_batch: a folder of frames through `clients.clo --batch`
+    assert batch["errors"] == 0 and batch["summary"]["scored"] == 4 and batch["ratio"] > 0
+    assert "## Batch scoring" in (tmp_path / "report.md").read_text()
+    budget = results["budget"]["entries"]  # traced, with the stubs' timers, at concurrency 1 and 4
+    assert set(budget) == {"shm", "http_binary", "jpeg"}
+    for entry, by_c in budget.items():
+        for c, b in by_c.items():
+            assert b["requests"] == int(c) and b["untraced"] == 0, (entry, c)
+            assert b["categories"]["ONNX run, in-process time"] > 0 and b["latency_ms"] > 0, (entry, c)
+    assert len(report_vision.targets(results)) == 6
 
     text = (tmp_path / "report.md").read_text()
     headings = ("## Machine", "## Headlines", "transport", "in-process floor", "batching", "FastAPI", "GPT-2")
-    for heading in (*headings, "genai-perf beside ours", "Server memory"):
+    for heading in (*headings, "genai-perf beside ours", "Server memory", "## Targets", "latency budget"):
         assert heading in text
-    for plot in ("throughput.png", "latency.png"):
+    for plot in ("throughput.png", "latency.png", "budget.png"):
         assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "results.json").read_text())["floor"]["errors"] == 0
