@@ -27,6 +27,10 @@ def overloaded_message(model: str, max_pending: int) -> str:
 
 # --- gpt2 -> gpt2_stream over BLS ---
 ENTRY_PARAMETER = "entry_model"  # request parameter naming the model a BLS request came through (gpt2)
+FORWARD_PARAMETER = "forward_id"  # gpt2's id for one forward, unique per request
+# A request carrying this parameter (a forward's id) is no generation: it cancels that forward. Triton 2.51's BLS
+# cannot cancel a request it sent (its response iterator has no cancel()), so gpt2 sends one when its client goes away.
+CANCEL_PARAMETER = "cancel_forward_id"
 # Triton 2.51 gives every error a BLS caller receives the code INTERNAL, whatever the callee sent
 # (triton-inference-server/server#7804). So gpt2_stream puts the code's name in front of a refusal it sends to
 # a BLS caller, and gpt2 takes it off and answers with that code: a bad input stays 400 through gpt2.

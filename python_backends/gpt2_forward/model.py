@@ -5,22 +5,36 @@ tokenizer, and forwards each request to gpt2_stream through decoupled BLS (`exec
 false, then answers with gpt2_stream's one final response. Requests to both entries therefore share gpt2_stream's
 one in-flight batch. Each forward waits in a thread of its own, so execute() returns at once and requests that
 arrive mid-generation join the running batch.
+
+Cancellation: Triton 2.51's BLS cannot cancel a request it sent (the response iterator has no cancel() before
+r25.04). So each forward carries an id (FORWARD_PARAMETER), one thread polls the clients' requests in flight every
+`cancel_poll_ms`, and when a client has gone away it sends gpt2_stream a cancel request naming that id
+(CANCEL_PARAMETER). gpt2_stream drops the sequence at its next step, frees its slot and ends the forward with
+CANCELLED.
 """
 
 import json
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from tritonyard_contract.params import ModelParams, param
-from tritonyard_contract.protocol import ENTRY_PARAMETER, overloaded_message, untag_error_code
-from tritonyard_contract.tensors import GENERATE_OUTPUTS, STREAM
+from tritonyard_contract.protocol import (
+    CANCEL_PARAMETER,
+    ENTRY_PARAMETER,
+    FORWARD_PARAMETER,
+    overloaded_message,
+    untag_error_code,
+)
+from tritonyard_contract.tensors import GENERATE_OUTPUTS, STREAM, TEXT_INPUT
 
 OUTPUT_NAMES = [t.name for t in GENERATE_OUTPUTS]
 DEFAULT_GENERATION_MODEL = "gpt2_stream"
 DEFAULT_MAX_IN_FLIGHT = 40
+DEFAULT_CANCEL_POLL_MS = 50
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
@@ -32,6 +46,7 @@ class Params(ModelParams):
     # Forwards waiting on the engine at once (a thread each); the builder sets gpt2_stream's max_slots + max_pending,
     # so gpt2_stream's own limit is the one clients meet. More are refused with UNAVAILABLE.
     max_in_flight: int = param(DEFAULT_MAX_IN_FLIGHT, minimum=1)
+    cancel_poll_ms: int = param(DEFAULT_CANCEL_POLL_MS, minimum=1)  # how often the clients' cancellation is polled
 
 
 def _refuse(request, message: str, code: int) -> None:
@@ -62,6 +77,10 @@ class TritonPythonModel:
         self.name = args["model_name"]
         self.pool = ThreadPoolExecutor(self.params.max_in_flight, thread_name_prefix=f"{self.name}-forward")
         self.slots = threading.BoundedSemaphore(self.params.max_in_flight)
+        self.in_flight: dict[str, object] = {}  # forward id -> the client's request, until the forward ends
+        self.lock, self.stopping = threading.Lock(), threading.Event()
+        self.watcher = threading.Thread(target=self._watch_cancellation, name=f"{self.name}-cancel-watch", daemon=True)
+        self.watcher.start()
         pb_utils.Logger.log_info(f"{self.name}: {self.params}")
 
     def execute(self, requests: list) -> None:
@@ -89,14 +108,23 @@ class TritonPythonModel:
     def _relay(self, request) -> None:
         inputs = [t for t in request.inputs() if t.name() != STREAM.name]
         inputs.append(pb_utils.Tensor(STREAM.name, np.zeros((1, 1), np.bool_)))
+        forward = uuid.uuid4().hex
         bls = pb_utils.InferenceRequest(
             model_name=self.params.generation_model,
             inputs=inputs,
             requested_output_names=OUTPUT_NAMES,
-            parameters={ENTRY_PARAMETER: self.name},
+            request_id=request.request_id(),  # gpt2_stream's log lines name the client's request
+            parameters={ENTRY_PARAMETER: self.name, FORWARD_PARAMETER: forward},
         )
+        with self.lock:
+            self.in_flight[forward] = request
+        try:
+            responses = list(bls.exec(decoupled=True))
+        finally:
+            with self.lock:
+                self.in_flight.pop(forward, None)
         answer = None
-        for response in bls.exec(decoupled=True):
+        for response in responses:
             if response.has_error():
                 error = response.error()
                 code_name, message = untag_error_code(error.message())
@@ -109,6 +137,47 @@ class TritonPythonModel:
             return
         request.get_response_sender().send(pb_utils.InferenceResponse(answer.output_tensors()), flags=FINAL)
 
+    def _watch_cancellation(self) -> None:
+        """Every cancel_poll_ms: ask gpt2_stream to cancel the forwards whose client has gone away."""
+        cancelled: set[str] = set()  # forwards gpt2_stream has flagged
+        while not self.stopping.wait(self.params.cancel_poll_ms / 1000):
+            with self.lock:
+                forwards = set(self.in_flight)
+            cancelled &= forwards
+            for forward in forwards - cancelled:
+                try:
+                    request = self._gone(forward)
+                    if request is not None and self._cancel(forward, request):
+                        cancelled.add(forward)
+                except Exception as exc:  # noqa: BLE001 - tried again at the next poll
+                    pb_utils.Logger.log_error(f"{self.name}: cancelling forward {forward} failed: {exc}")
+
+    def _gone(self, forward: str):
+        """The forward's request when its client has cancelled it, else None. Asked under the lock that _relay
+        takes before answering: Triton frees a request once it is answered, and asking then would read freed
+        memory in the server process."""
+        with self.lock:
+            request = self.in_flight.get(forward)
+            return request if request is not None and request.is_cancelled() else None
+
+    def _cancel(self, forward: str, request) -> bool:
+        """Whether gpt2_stream flagged the forward; False when it does not run there (yet, or any more)."""
+        bls = pb_utils.InferenceRequest(
+            model_name=self.params.generation_model,
+            inputs=[pb_utils.Tensor(TEXT_INPUT.name, np.array([[b""]], np.object_))],
+            requested_output_names=OUTPUT_NAMES,
+            parameters={ENTRY_PARAMETER: self.name, CANCEL_PARAMETER: forward},
+        )
+        found = True
+        for response in bls.exec(decoupled=True):
+            found = found and not response.has_error()
+        if found:
+            who = request.request_id() or "(no id)"
+            pb_utils.Logger.log_info(f"{self.name}: client went away; cancelled forward of request {who}")
+        return found
+
     def finalize(self) -> None:
         """Waits for the forwards in flight: each still gets its answer."""
         self.pool.shutdown(wait=True)
+        self.stopping.set()
+        self.watcher.join(timeout=5)

@@ -5,10 +5,15 @@ is what generates), tokenizes and detokenizes in-process, and runs the one in-fl
 is answered through its response sender: one response per new piece of text (`stream` true, the default here), or
 one final response with the whole text (`stream` false; what `gpt2`, the unary entry, asks for through BLS). So
 requests to both entries share one batch. Inputs and outputs follow TensorRT-LLM's names (options.py).
+
+Responses are sent, and cancellation polled, on threads of their own (outbox.py): both are round trips to the
+server process, which the decoder loop must not wait for. `gpt2` cancels a forward it was asked for whose client
+went away with a control request naming that forward (CANCEL_PARAMETER): Triton 2.51's BLS cannot cancel itself.
 """
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +23,18 @@ from decoder import Decoder, Geometry, make_ops, make_session
 from detok import IncrementalDecoder, StopText
 from engine import Engine, Sequence, Sink
 from options import BadRequest, Limits, Options, read
+from outbox import CancelWatch, Outbox
 from sampling import SamplingParams
 from tokenizers import Tokenizer
 from tritonyard_contract.onnx_session import MODEL_FILE
 from tritonyard_contract.params import ModelParams, param
-from tritonyard_contract.protocol import ENTRY_PARAMETER, overloaded_message, tag_error_code
+from tritonyard_contract.protocol import (
+    CANCEL_PARAMETER,
+    ENTRY_PARAMETER,
+    FORWARD_PARAMETER,
+    overloaded_message,
+    tag_error_code,
+)
 from tritonyard_contract.tensors import (
     COMPLETION_TOKENS,
     FINISH_REASON,
@@ -35,8 +47,11 @@ from tritonyard_contract.tensors import (
 TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_MAX_PENDING = 32
 DEFAULT_MAX_PROMPT_BYTES = 32 * 1024
+DEFAULT_CANCEL_POLL_MS = 50
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-CODE_NAMES = ("INVALID_ARG", "UNAVAILABLE", "CANCELLED")  # refusal codes named for a BLS caller; others INTERNAL
+# Codes named in the message for a BLS caller (others arrive as INTERNAL): refusals, cancellation, and an unknown
+# forward in a cancel request.
+CODE_NAMES = ("INVALID_ARG", "UNAVAILABLE", "CANCELLED", "NOT_FOUND")
 
 
 @dataclass(frozen=True)
@@ -55,35 +70,50 @@ class Params(ModelParams):
     intra_op_threads: int = param(2, minimum=1)
     max_pending: int = param(DEFAULT_MAX_PENDING, minimum=1)  # requests waiting for a slot; more get UNAVAILABLE
     max_prompt_bytes: int = param(DEFAULT_MAX_PROMPT_BYTES, minimum=1)  # longer prompts are refused before tokenizing
+    cancel_poll_ms: int = param(DEFAULT_CANCEL_POLL_MS, minimum=1)  # how often live requests' cancellation is polled
 
 
-def _refuse(request, message: str, code: int, via_bls: bool = False) -> None:
-    """The request's only (final) response: an error with `code`, named in the message for a BLS caller (whose
-    Triton would turn any code into INTERNAL)."""
+def _error(message: str, code: int, via_bls: bool = False):
+    """An error response with `code`, named in the message for a BLS caller (whose Triton would turn any code
+    into INTERNAL)."""
     if via_bls:
         # pb_utils.TritonError exists only once the stub runs (not at import time), so look the names up here.
         name = next((n for n in CODE_NAMES if getattr(pb_utils.TritonError, n) == code), "INTERNAL")
         message = tag_error_code(name, message)
-    request.get_response_sender().send(
-        pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code)), flags=FINAL
-    )
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
 
 
-def _entry(request, default: str) -> str:
-    """The model the request entered through: gpt2 sets it on its BLS requests; otherwise this model."""
+def _refuse(request, message: str, code: int, via_bls: bool = False) -> None:
+    """The request's only (final) response: an error with `code`."""
+    request.get_response_sender().send(_error(message, code, via_bls), flags=FINAL)
+
+
+def _parameters(request) -> dict:
+    """The request's parameters: gpt2 sets ENTRY_PARAMETER and FORWARD_PARAMETER (or CANCEL_PARAMETER) on its
+    BLS requests."""
     try:
         parameters = json.loads(request.parameters() or "{}")
     except (AttributeError, ValueError):
-        return default
-    return str(parameters.get(ENTRY_PARAMETER, default))
+        return {}
+    return parameters if isinstance(parameters, dict) else {}
 
 
 class TritonSink(Sink):
-    """Sends a sequence's results through its request's response sender."""
+    """Sends a sequence's results through its request's response sender, on the outbox's thread; its cancelled flag
+    is set by the cancel watch (the client went away) or by `gpt2`'s cancel message (`cancel`)."""
 
-    def __init__(self, request, streaming: bool, prompt_tokens: int, prefix: str = "") -> None:
-        self.request, self.sender = request, request.get_response_sender()
-        self.streaming, self.prompt_tokens, self.parts = streaming, prompt_tokens, [prefix] if prefix else []
+    def __init__(self, model: "TritonPythonModel", request, streaming: bool, prompt_tokens: int, **how) -> None:
+        self.request, self.sender, self.outbox = request, request.get_response_sender(), model.outbox
+        self.streaming, self.prompt_tokens = streaming, prompt_tokens
+        prefix = how.get("prefix", "")
+        self.parts = [prefix] if prefix else []
+        self.via_bls, self.forward = how.get("via_bls", False), how.get("forward")
+        self.watch, self.forwards = model.watch, model.forwards
+        if self.forward:  # gpt2's forward: a BLS request is never cancelled in 2.51, gpt2 sends a cancel instead
+            self.cancelled = threading.Event()
+            self.forwards[self.forward] = self
+        else:
+            self.cancelled = self.watch.watch(request.is_cancelled)
 
     def _response(self, text: str, reason: str, completion: int):
         def text_tensor(spec, value: str):
@@ -103,27 +133,43 @@ class TritonSink(Sink):
             ]
         )
 
+    def _send(self, make, flags: int = 0) -> None:
+        """Queue a send: `make()` builds the response on the outbox's thread too."""
+        sender = self.sender
+        self.outbox.put(lambda: sender.send(make(), flags=flags))
+
+    def forget(self) -> None:
+        """Stop watching the request (it is answered, or refused before it reached the engine)."""
+        self.watch.forget(self.cancelled)
+        if self.forward:
+            self.forwards.pop(self.forward, None)
+
     def piece(self, text: str, completion_tokens: int) -> None:
         if self.streaming:
-            self.sender.send(self._response(text, "", completion_tokens))
+            self._send(lambda: self._response(text, "", completion_tokens))
         else:
             self.parts.append(text)
 
     def finish(self, text: str, reason: str, completion_tokens: int) -> None:
         if not self.streaming:
             text = "".join(self.parts) + text
-        self.sender.send(self._response(text, reason, completion_tokens), flags=FINAL)
+        self.forget()
+        self._send(lambda: self._response(text, reason, completion_tokens), flags=FINAL)
 
     def fail(self, message: str) -> None:
+        self.forget()
         if "cancelled" in message:
             pb_utils.Logger.log_info(f"request {self.request.request_id() or '(no id)'} {message}")
             code = pb_utils.TritonError.CANCELLED
         else:
             code = pb_utils.TritonError.INTERNAL
-        self.sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code)), flags=FINAL)
+        self._send(lambda: _error(message, code, self.via_bls), flags=FINAL)
 
     def is_cancelled(self) -> bool:
-        return self.request.is_cancelled()
+        return self.cancelled.is_set()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
 
 
 class TritonPythonModel:
@@ -143,6 +189,9 @@ class TritonPythonModel:
         session = make_session(version_dir / MODEL_FILE, p.execution_provider, device_id, p.intra_op_threads)
         decoder = Decoder(session, Geometry(p.n_layer, p.n_head, p.head_dim, p.vocab_size), ops)
         log = pb_utils.Logger
+        self.outbox = Outbox(log.log_error)
+        self.watch = CancelWatch(p.cancel_poll_ms / 1000, log.log_error)
+        self.forwards: dict[str, TritonSink] = {}  # gpt2's forwards in flight, by the id gpt2 gave them
         self.engine = Engine(decoder, p.max_slots, log.log_error, p.max_pending, info=self._batch_log)
         log.log_info(f"{self.name} version {args['model_version']}: {p}, decoder {version_dir / MODEL_FILE}")
 
@@ -151,19 +200,35 @@ class TritonPythonModel:
 
     def execute(self, requests: list) -> None:
         for request in requests:
-            entry = _entry(request, self.name)
+            parameters = _parameters(request)
+            if CANCEL_PARAMETER in parameters:
+                self._cancel_forward(request, str(parameters[CANCEL_PARAMETER]))
+                continue
+            entry = str(parameters.get(ENTRY_PARAMETER, self.name))
             try:
-                seq = self._sequence(request, entry)
+                seq = self._sequence(request, entry, parameters.get(FORWARD_PARAMETER))
             except BadRequest as exc:
                 _refuse(request, str(exc), pb_utils.TritonError.INVALID_ARG, entry != self.name)
                 continue
             if not self.engine.submit(seq):
                 # Triton's queue never fills here (execute returns at once), so the engine bounds itself.
+                seq.sink.forget()
                 message = overloaded_message(entry, self.params.max_pending)
                 _refuse(request, message, pb_utils.TritonError.UNAVAILABLE, entry != self.name)
         return None
 
-    def _sequence(self, request, entry: str) -> Sequence:
+    def _cancel_forward(self, request, forward: str) -> None:
+        """gpt2's client went away: cancel the forward it named. Answered with a bare final flag once the forward's
+        sequence is flagged (the engine drops it at its next step), or NOT_FOUND when no such forward runs (it has
+        finished, or has not reached execute() yet: gpt2 asks again)."""
+        sink = self.forwards.get(forward)
+        if sink is None:
+            _refuse(request, f"no forward {forward} in flight", pb_utils.TritonError.NOT_FOUND, via_bls=True)
+            return
+        sink.cancel()
+        request.get_response_sender().send(flags=FINAL)
+
+    def _sequence(self, request, entry: str, forward: str | None = None) -> Sequence:
         def get(name: str):
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             return None if tensor is None else tensor.as_numpy()
@@ -178,6 +243,7 @@ class TritonPythonModel:
         seed = o.seed if o.seed is not None else int.from_bytes(os.urandom(8), "little")
         # TensorRT-LLM never repeats the prompt in streamed pieces; a whole answer includes it on request.
         prefix = "" if o.exclude_input or o.stream else o.text
+        via_bls = entry != self.name
         return Sequence(
             prompt,
             o.max_tokens,
@@ -185,13 +251,15 @@ class TritonPythonModel:
             np.random.default_rng(seed),
             IncrementalDecoder(self.tokenizer),
             StopText(list(o.stops)),
-            TritonSink(request, o.stream, len(prompt), prefix),
+            TritonSink(self, request, o.stream, len(prompt), prefix=prefix, via_bls=via_bls, forward=forward),
             end_id=o.end_id,
             min_tokens=o.min_tokens,
             origin=entry,
         )
 
     def finalize(self) -> None:
-        """Stops the engine: the waiting and running requests are failed, then its thread ends."""
+        """Stops the engine (the waiting and running requests are failed), sends what is queued, ends the threads."""
         self.engine.close()
+        self.outbox.close()
+        self.watch.close()
         self.engine = None

@@ -10,7 +10,8 @@ gpt2_stream, as Triton would route them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,14 @@ def generate(model, *requests: Request) -> list[dict[str, object]]:
     """Hand the requests to execute() together (they share the engine's batch) and collect the answers."""
     assert model.execute(list(requests)) is None  # answered through the response senders
     return [answer(r) for r in requests]
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    """Whether `condition()` came true within `timeout_s` (flags that the models' threads set)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return condition()
 
 
 def error_of(request: Request) -> TritonError:
@@ -237,6 +246,8 @@ def test_gpt2_stream_ends_with_one_cancelled_error_when_the_client_cancels_mid_s
         model.execute([request])
         assert gate.holding.wait(30)
         request.cancel()
+        [seq] = model.engine.batch.seqs
+        assert wait_until(seq.sink.is_cancelled), "the cancel watch never polled the request"
         gate.release.set()
         request.sender.responses()
     *pieces, (last, flags) = request.sender.sent
@@ -315,7 +326,38 @@ def test_gpt2_answers_with_gpt2_stream_whole_text_when_forwarding_through_bls(gp
     assert len(routed) == len(PROMPTS)
     for call in routed:
         assert get_input_tensor_by_name(call, "stream").as_numpy().tolist() == [[False]]
-        assert call.parameters == {"entry_model": "gpt2"}
+        assert call.parameters["entry_model"] == "gpt2" and set(call.parameters) == {"entry_model", "forward_id"}
+    assert len({call.parameters["forward_id"] for call in routed}) == len(PROMPTS)  # one id per forward
+    assert not stream.forwards  # each forgotten once answered
+
+
+def test_gpt2_cancels_its_gpt2_stream_sequence_when_its_client_cancels(gpt2_cpu_repo) -> None:
+    with (
+        loaded(gpt2_cpu_repo / "gpt2_stream") as generator,
+        bls_model("gpt2_stream", decoupled_model(generator)) as calls,
+    ):
+        gate = Gate(generator, after=3)  # a prefill and two steps run, then it waits
+        with loaded(gpt2_cpu_repo / "gpt2", {"cancel_poll_ms": "10"}) as entry:
+            request = ask(PROMPTS[0], max_tokens=50, min_tokens=np.array([[50]], np.int32))
+            entry.execute([request])
+            assert gate.holding.wait(30)
+            [sink] = generator.forwards.values()
+            request.cancel()
+            assert wait_until(sink.is_cancelled), "gpt2 never cancelled its forward"
+            gate.release.set()
+            error = error_of(request)
+        assert wait_until(lambda: not generator.engine.batch.seqs) and not generator.forwards  # the slot is free
+    assert error.code() == TritonError.CANCELLED and "cancelled after 3 tokens" in error.message()
+    forward, cancel = calls  # the forward, then one cancel request naming it
+    assert cancel.parameters["cancel_forward_id"] == forward.parameters["forward_id"]
+
+
+def test_gpt2_stream_answers_not_found_when_a_cancel_names_no_forward_in_flight(stream) -> None:
+    request = Request(text_input=text(b""))
+    request._parameters = '{"entry_model": "gpt2", "cancel_forward_id": "gone"}'
+    stream.execute([request])
+    error = error_of(request)
+    assert error.code() == TritonError.NOT_FOUND and error.message().endswith("no forward gone in flight")
 
 
 def test_gpt2_refuses_only_that_request_when_stream_is_true(gpt2_cpu_repo, routed) -> None:

@@ -22,6 +22,7 @@ from clients import gpt2 as client
 from clients.lib import payloads
 from serving.launcher import TritonServer
 from tests.helpers.gpt2_checkpoint import hf_greedy
+from tritonyard_contract.tensors import MIN_TOKENS
 
 pytestmark = pytest.mark.integration
 
@@ -220,3 +221,29 @@ def test_gpt2_stream_frees_its_slot_when_the_client_cancels(triton: TritonServer
     began = time.monotonic()
     assert client.generate(triton.http_url, "after cancel", max_tokens=8).completion_tokens == 8
     assert time.monotonic() - began < 5 * alone_s + 1.0, "a request after the cancel was slowed down"
+
+
+def test_gpt2_cancels_its_generation_when_the_unary_grpc_client_cancels(triton: TritonServer) -> None:
+    """gpt2 forwards through BLS, which Triton 2.51 cannot cancel: gpt2 polls its client's request and sends
+    gpt2_stream a cancel naming the forward, so the sequence leaves the batch long before its 240 tokens."""
+    grpc = grpcclient.InferenceServerClient(triton.grpc_url)
+    inputs = payloads.generate_inputs(grpcclient, "def main():", {"max_tokens": 240})
+    inputs.append(payloads.tensor(grpcclient, MIN_TOKENS, np.array([[240]], np.int32)))  # no early end token
+    request_id = f"unary-cancel-{time.monotonic_ns()}"  # gpt2 passes it on: gpt2_stream's log names it
+    answers: list = []
+    call = grpc.async_infer(
+        "gpt2", inputs, callback=lambda result=None, error=None: answers.append(error), request_id=request_id
+    )
+    time.sleep(0.05)
+    call.cancel()
+    cancelled = f"request {request_id} cancelled after "
+    deadline = time.monotonic() + 10
+    while cancelled not in triton.log_tail() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = triton.log_tail()
+    assert f"gpt2: client went away; cancelled forward of request {request_id}" in log, log
+    line = next((x for x in log.splitlines() if cancelled in x), "")
+    assert line, f"gpt2_stream never dropped the cancelled forward:\n{log}"
+    assert int(line.split(cancelled)[1].split()[0]) < 240, line
+    assert answers and answers[0] is not None  # the client saw its call cancelled, not an answer
+    assert client.generate(triton.http_url, "after cancel", max_tokens=8).completion_tokens == 8
