@@ -24,7 +24,7 @@ from pathlib import Path
 
 from openai_frontend.process import Frontend, FrontendError
 from serving import adminkey
-from serving.launcher import ServerError, TritonServer
+from serving.launcher import ServerError, TritonServer, otlp_trace_args
 
 DEFAULT_REPO = Path(__file__).resolve().parent.parent / "model_repository"
 
@@ -73,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     except (adminkey.AdminKeyError, OSError) as exc:
         sys.stderr.write(f"error: admin key: {exc}\n")
         return 1
+    try:  # $OTLP_ENDPOINT (make serve OTLP_ENDPOINT=...): trace every request to that OTLP/HTTP collector
+        tracing = tuple(otlp_trace_args(os.environ.get("OTLP_ENDPOINT", "")))
+    except ValueError as exc:
+        sys.stderr.write(f"error: OTLP_ENDPOINT: {exc}\n")
+        return 1
     server = TritonServer(
         args.model_repository,
         args.http_port,
@@ -84,8 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         log_file=args.log_file,
         admin_key=key.value,
         supervise=not args.no_supervisor,
+        extra_args=tracing,
+        other_ports={"OpenAI": args.openai_port},  # checked with Triton's, before it starts
     )
-    signal.signal(signal.SIGTERM, _terminate)
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # stop in order, like Ctrl-C
+        signal.signal(signum, _terminate)
     try:
         started = time.perf_counter()
         with server, contextlib.ExitStack() as stack:

@@ -10,9 +10,12 @@ check fails then. Per pipeline:
 - gpt2: `/generate` with max_tokens 1 must return text and 1 completion token (0 if it stopped);
 - gpt2_stream: the same through `/generate_stream` (server-sent events), without an error event.
 
-A pipeline that refuses for capacity counts as ready ("busy"): a 503, a full queue or a queue
-timeout, or the GPT-2 engine's "overloaded" (which `/generate` reports as 400). It is serving at
-capacity, and taking a busy pod out of rotation would only push its load onto the others.
+A pipeline that refuses for capacity counts as ready ("busy") if it is still finishing requests:
+a 503, a full queue or a queue timeout, or the GPT-2 engine's "overloaded" (which `/generate`
+reports as 400), while the success count of its entry model (`/v2/models/M/stats`) rises within the
+probe's timeout. It is serving at capacity, and taking a busy pod out of rotation would only push its
+load onto the others. A refusal with no request finished meanwhile is a stuck pipeline: a hung
+stub holds its batch forever and the queue behind it times out, which looks like capacity.
 
 The requests are made with the standard library (no tritonclient in the KServe image); the tensor
 names come from the contract and the answers are judged by the client library's checks, so this
@@ -48,6 +51,12 @@ from tritonyard_contract.tensors import IMAGE_BYTES, PIPELINE_OUTPUTS, TEXT_INPU
 
 TEXT_PROMPT = "The oil level"
 PIPELINES = ("ensemble_jpeg", "gpt2", "gpt2_stream")
+# Whose finished requests show that a refusing pipeline is busy, not stuck: the entry, or the engine behind it.
+PROGRESS_MODELS = {
+    "ensemble_jpeg": ("ensemble_jpeg", "ensemble"),
+    "gpt2": ("gpt2_stream",),
+    "gpt2_stream": ("gpt2_stream",),
+}
 WIRE_DTYPES = {"FP32": "<f4", "FP16": "<f2", "INT32": "<i4", "INT64": "<i8", "UINT8": "u1"}
 
 
@@ -87,7 +96,8 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tup
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
-        text = exc.read().decode(errors="replace")
+        text = exc.read().decode(errors="replace").strip()
+        text = text.removeprefix("data:").strip()  # /generate_stream sends its error as a server-sent event
         try:
             message = json.loads(text).get("error", text)
         except ValueError:
@@ -176,6 +186,29 @@ CHECKS: dict[str, Callable[[str, float], str]] = {
 }
 
 
+def finished(base: str, models: tuple[str, ...], timeout: float) -> int:
+    """Requests the models have completed successfully so far (a model the server lacks counts 0)."""
+    total = 0
+    for model in models:
+        try:
+            with urllib.request.urlopen(f"{base}/v2/models/{model}/stats", timeout=timeout) as response:
+                stats = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            continue
+        total += sum(int(m["inference_stats"]["success"]["count"]) for m in stats.get("model_stats", []))
+    return total
+
+
+def still_finishing(base: str, name: str, before: int, deadline: float, poll: float = 0.25) -> bool:
+    """Whether the pipeline completes a request by `deadline` (it had completed `before` when the probe began)."""
+    while True:
+        if finished(base, PROGRESS_MODELS[name], max(0.5, deadline - time.monotonic())) > before:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+
+
 def check(url: str, pipelines: tuple[str, ...] = PIPELINES, timeout: float = 20.0) -> Result:
     """Server ready, then each pipeline in turn; stops at the first failure."""
     base = url.rstrip("/") if url.startswith("http") else f"http://{url.rstrip('/')}"
@@ -188,9 +221,12 @@ def check(url: str, pipelines: tuple[str, ...] = PIPELINES, timeout: float = 20.
     notes = []
     for name in pipelines:
         started = time.monotonic()
+        before = finished(base, PROGRESS_MODELS[name], timeout)
         try:
             summary = CHECKS[name](base, timeout)
         except Busy as exc:
+            if not still_finishing(base, name, before, started + timeout):
+                return Result(False, f"not ready: {name}: refused ({exc}) and finished no request in {timeout:g}s")
             notes.append(f"{name} busy ({exc})")
             continue
         except (NotReady, ValueError, KeyError, struct.error) as exc:  # Busy is caught above

@@ -14,6 +14,12 @@ version is READY and no live stub has taken its instance's place, is dead. A stu
 because an admin unloaded or replaced the model is left alone (the index no longer says READY, or
 a new stub of the same instance is running).
 
+A hung stub, one stopped by a signal (state T, e.g. SIGSTOP), never answers and never dies, so
+Triton waits on it forever. A stub seen stopped for `hung_after` seconds (default 5) is killed with
+SIGKILL, and then reloaded like any dead stub: from the stop to serving again takes at most
+hung_after + two polls + the reload (tests/integration/test_probes.py measures it). A stub that is
+busy or deadlocked while running is not detected this way (the readiness probe fails on it).
+
 The standard library and the contract package only, so the file can also run on its own next to a
 tritonserver (a container, with `tritonyard_contract/` copied beside it):
     python3 supervisor.py --url 127.0.0.1:8000 --server-pid PID   # key from $TRITON_ADMIN_KEY
@@ -25,6 +31,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -42,6 +49,7 @@ from tritonyard_contract.protocol import ADMIN_KEY_ENV as ENV_KEY
 STUB_NAME = "triton_python_backend_stub"
 MAX_BACKOFF = 60.0
 MAX_ATTEMPTS = 6
+HUNG_AFTER = 5.0  # seconds a stub may stay stopped (state T) before it is killed and reloaded
 
 log = logging.getLogger("serving.supervisor")
 
@@ -54,6 +62,11 @@ class Stub:
     model: str
     version: str
     instance: str
+    state: str = "S"  # /proc state letter; T: stopped by a signal (t, stopped in a debugger, is left alone)
+
+    @property
+    def stopped(self) -> bool:
+        return self.state == "T"
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -114,7 +127,9 @@ def scan_stubs(server_pid: int, proc: Path = Path("/proc")) -> tuple[dict[int, S
             continue
         model_file = Path(args[1])  # <repository>/<model>/<version>/model.py; the folder name is the model's name
         # The instance name (e.g. efficientnet_v2_0_0) comes just before the execution environment argument.
-        live[int(entry)] = Stub(int(entry), model_file.parent.parent.name, model_file.parent.name, args[-2])
+        live[int(entry)] = Stub(
+            int(entry), model_file.parent.parent.name, model_file.parent.name, args[-2], state=stat[0]
+        )
     return live, zombies
 
 
@@ -188,12 +203,23 @@ class TritonAdmin:
 class Supervisor(threading.Thread):
     """A daemon thread that reloads models whose stubs died; `stop()` ends it. `reloads` records each action."""
 
-    def __init__(self, server_pid: int, admin: TritonAdmin, poll: float = 0.2, proc: Path = Path("/proc")) -> None:
+    def __init__(
+        self,
+        server_pid: int,
+        admin: TritonAdmin,
+        poll: float = 0.2,
+        proc: Path = Path("/proc"),
+        hung_after: float = HUNG_AFTER,
+    ) -> None:
         super().__init__(name="triton-supervisor", daemon=True)
         self.server_pid = server_pid
         self.admin = admin
         self.poll = poll
         self.proc = proc
+        self.hung_after = hung_after
+        self.hung_kills: list[tuple[int, str, float]] = []  # (pid, instance, time.monotonic() of the kill)
+        self._stopped_since: dict[int, float] = {}
+        self._hung_reason: dict[int, str] = {}
         self.reloads: list[Reload] = []
         self._stop_event = threading.Event()
         self._known: dict[int, Stub] = {}
@@ -213,8 +239,9 @@ class Supervisor(threading.Thread):
             self._stop_event.wait(self.poll)
 
     def check_once(self) -> None:
-        """One poll: find stubs that died since the last one, then reload what is due."""
+        """One poll: kill stubs stopped too long, find stubs that died since the last one, reload what is due."""
         live, zombies = scan_stubs(self.server_pid, self.proc)
+        self._kill_hung(live)
         for key, (stub, reason) in list(self._unsure.items()):  # asked last poll, unanswered
             del self._unsure[key]
             if key not in {s.key for s in live.values()}:
@@ -226,12 +253,33 @@ class Supervisor(threading.Thread):
             if stub.key in {s.key for s in live.values()}:
                 continue  # Triton replaced the instance itself (an admin reload)
             how = " (a zombie: not reaped by tritonserver)" if pid in zombies else ""
-            self._suspect(stub, f"stub pid {pid} of instance {stub.instance} died{how}")
+            hung = self._hung_reason.pop(pid, "")
+            self._suspect(stub, hung or f"stub pid {pid} of instance {stub.instance} died{how}")
         self._known.update(live)
         now = time.monotonic()
         for model, (reason, attempts, due) in list(self._pending.items()):
             if due <= now and not self._stop_event.is_set():
                 self._reload(model, reason, attempts)
+
+    def _kill_hung(self, live: dict[int, Stub]) -> None:
+        """SIGKILL stubs stopped for hung_after seconds; the next poll sees them dead and reloads their model."""
+        now = time.monotonic()
+        for pid in [p for p in self._stopped_since if p not in live or not live[p].stopped]:
+            del self._stopped_since[pid]
+        for pid, stub in live.items():
+            if not stub.stopped:
+                continue
+            since = self._stopped_since.setdefault(pid, now)
+            if now - since < self.hung_after or pid in self._hung_reason:
+                continue
+            reason = f"stub pid {pid} of instance {stub.instance} hung (stopped for {now - since:.1f}s): killed it"
+            log.warning("%s", reason)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            self._hung_reason[pid] = reason
+            self.hung_kills.append((pid, stub.instance, time.monotonic()))
 
     def _suspect(self, stub: Stub, reason: str) -> None:
         try:
@@ -296,10 +344,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-pid", type=int, required=True, help="pid of tritonserver (the stubs' parent)")
     parser.add_argument("--key-file", type=Path, help=f"file holding the admin key (default: ${ENV_KEY})")
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between /proc scans")
+    parser.add_argument(
+        "--hung-after", type=float, default=HUNG_AFTER, help="seconds a stub may stay stopped before it is killed"
+    )
     args = parser.parse_args(argv)
     key = args.key_file.read_text().strip() if args.key_file else os.environ.get(ENV_KEY)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    supervisor = Supervisor(args.server_pid, TritonAdmin(args.url, key), poll=args.poll)
+    supervisor = Supervisor(args.server_pid, TritonAdmin(args.url, key), poll=args.poll, hung_after=args.hung_after)
     supervisor.run()  # returns when the server process is gone
     return 0
 

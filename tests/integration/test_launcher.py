@@ -1,14 +1,13 @@
-"""The launcher against real tritonserver processes: readiness, failures and clean shutdown."""
+"""The launcher against real tritonserver processes: readiness, failures and the admin key (shutdown and
+what it leaves behind: test_leftovers.py; busy ports: tests/unit/test_busy_ports.py)."""
 
 from __future__ import annotations
 
 import os
-import signal
 import stat
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,29 +28,6 @@ def test_launcher_raises_with_log_tail_when_a_model_fails_to_load(tmp_path: Path
             pass
     assert "exited with code" in str(info.value)
     assert time.monotonic() - start < 120 and server.process.poll() is not None
-
-
-def test_serve_cli_stops_server_when_it_gets_sigterm(tmp_path: Path) -> None:
-    repo = tiny_repo(tmp_path, "echo", ECHO_MODEL)
-    cmd, http = serve_command(repo)
-    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("server never became ready")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-        assert "stopping tritonserver" in proc.stderr.read()
-        with pytest.raises(OSError):
-            urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=2)
-    finally:
-        proc.kill()
 
 
 # The probe run by `python -m serving -- CMD`: the repository API refuses no key, accepts the key file's.
