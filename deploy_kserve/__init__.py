@@ -8,7 +8,9 @@ It is not named `kserve` because that is the import name of KServe's own Python 
 
 Modules: tools (the pinned kubectl), render (`kubectl kustomize`, strict YAML), schema (KServe's
 CRDs and kubernetes-validate), objects (a rendered overlay and its helpers), rules (project
-rules), files (image, dashboard), validate (the CLI), upload.
+rules), files (image, dashboard), validate (the CLI), upload; observability_rules (the tracing and
+request-logging overlays); seldon_schema, seldon_v1_rules, seldon_v2_rules and seldon_validate (the
+seldon/ manifests: `python -m deploy_kserve.seldon_validate`, also run by make kserve-validate).
 """
 
 from __future__ import annotations
@@ -20,3 +22,5 @@ KSERVE_DIR = ROOT / "kserve"
 # KServe's CRDs are data shared beside the project (CI lays out a copy of shared/ next to the clone).
 CRD_DIR = ROOT.parent / "shared" / "kserve-crds"
 OVERLAYS = {"gpu": "gpu", "cpu": "cpu"}  # overlay folder -> the DEVICE its repository is built for
+# The opt-in observability overlays, each the gpu deployment plus one feature.
+OVERLAYS |= {"tracing": "gpu", "request-logging": "gpu"}

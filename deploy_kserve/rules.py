@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 
 from deploy_kserve.objects import Rendered, flag_values, generated_models, get, parse_duration, parse_quantity, walk
+from deploy_kserve.observability_rules import rule_logger, rule_tracing
 from deploy_kserve.openai_rules import rule_openai_transformer
 
 TRITON_VERSION = "2.51"  # what the generated configs are tested against (nvidia-pytriton 0.7.0)
@@ -370,4 +371,6 @@ RULES: list[tuple[str, Callable[[Rendered, str], list[str]]]] = [
     ("autoscaling on concurrency", rule_autoscaling),
     ("Prometheus scrapes Triton's metrics port", rule_prometheus),
     ("OpenAI transformer reaches Triton's gRPC port", rule_openai_transformer),
+    ("tracing, when on, exports OTLP spans of every sampled request", rule_tracing),
+    ("request logger, when on, sends to an http(s) sink", rule_logger),
 ]

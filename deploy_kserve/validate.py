@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from deploy_kserve import CRD_DIR, KSERVE_DIR, OVERLAYS, render, schema, tools
+from deploy_kserve import CRD_DIR, KSERVE_DIR, OVERLAYS, batch_job, render, schema, tools
 from deploy_kserve.files import DASHBOARD, check_dashboard, check_image
 from deploy_kserve.objects import Check, Rendered, RuleError
 from deploy_kserve.rules import RULES
@@ -100,6 +100,7 @@ def run(
         check_dashboard(kserve_dir / "monitoring" / DASHBOARD.name),
     ]
     groups.append(("files: manifests, image and monitoring", files))
+    groups.append(("batch scoring Job (kserve/batch)", batch_job.validate_batch(schemas, kubectl, kserve_dir)))
     failed = 0
     for title, checks in groups:
         out.write(f"{title}\n")
