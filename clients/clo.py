@@ -2,6 +2,7 @@
 
 python -m clients.clo --synthetic
 python -m clients.clo frame.jpg --entry ensemble_jpeg --protocol grpc --save out.png
+python -m clients.clo --batch frames/ --out results.csv     # every image of a folder (clients/batch.py)
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from clients.lib import cli, images, payloads, retry
 from clients.lib.shm import SharedRegion
-from clients.synthetic import synthetic_scene
-from training.scenes import Scene, iou
 from tritonyard_contract import CROP, DETECTIONS, FRAME, OIL_PCT, to_source_boxes
+
+if TYPE_CHECKING:  # --synthetic only: the batch Job's image carries no training code
+    from training.scenes import Scene
 
 ENTRIES = ("ensemble", "ensemble_jpeg")
 
@@ -138,8 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--entry",
         choices=ENTRIES,
-        default="ensemble",
-        help="ensemble: FP32 frame decoded here (99.5 MB); ensemble_jpeg: encoded bytes decoded by the server",
+        help="ensemble: FP32 frame decoded here (99.5 MB); ensemble_jpeg: encoded bytes decoded by the server "
+        "(default: ensemble, with --batch ensemble_jpeg)",
     )
     p.add_argument("--protocol", choices=("http", "grpc"), default="http")
     p.add_argument(
@@ -148,14 +151,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=1, help="send the frame N times and report latency statistics")
     p.add_argument("--save", type=Path, help="write a PNG with the boxes drawn and the 384x384 crop beside them")
     cli.add_server_options(p)
+    from clients import batch  # here, not at the top: clients.batch imports this module
+
+    batch.add_options(p)
     return p
 
 
 def _usage(args: argparse.Namespace) -> str | None:
     """What is wrong with the arguments, or None."""
-    if args.synthetic == (args.image is not None):
-        return "give an image file or --synthetic (one of them)"
-    if args.shm and args.entry != "ensemble":
+    if args.batch is None and args.out is not None:
+        return "--out goes with --batch"
+    if args.batch is None and args.synthetic == (args.image is not None):
+        return "give an image file, --synthetic or --batch (one of them)"
+    if args.shm and args.entry == "ensemble_jpeg":
         return "--shm carries the FP32 frame, so it needs --entry ensemble"
     for name, value, low in (("--repeat", args.repeat, 1), ("--retries", args.retries, 0)):
         if value < low:
@@ -167,17 +175,26 @@ def _usage(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _checked(args: argparse.Namespace) -> tuple[str | None, dict[str, str]]:
+    """(what is wrong with the arguments or None, the extra headers)."""
+    problem = _usage(args)
+    try:
+        return problem, cli.parse_headers(args.header)
+    except ValueError as exc:
+        return problem or str(exc), {}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    problem = _usage(args)
-    if problem is None:
-        try:
-            headers = cli.parse_headers(args.header)
-        except ValueError as exc:
-            problem = str(exc)
+    problem, headers = _checked(args)
     if problem is not None:
         return cli.usage_error(problem)
-    scene = synthetic_scene(oil_level=args.level / 100) if args.synthetic else None
+    if args.batch is not None:
+        from clients import batch
+
+        return batch.run_batch(args, headers)
+    args.entry = args.entry or "ensemble"
+    scene = _synthetic(args.level) if args.synthetic else None
     try:
         if scene is not None:
             buf = io.BytesIO()
@@ -213,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def _synthetic(level: float) -> Scene:
+    from clients.synthetic import synthetic_scene
+
+    return synthetic_scene(oil_level=level / 100)
+
+
 def _report(args: argparse.Namespace, image: Image.Image, results: list[Result], truth: Scene | None) -> None:
     last = results[-1]
     transport = f"{args.protocol}{' + shm' if args.shm else ''}"
@@ -221,14 +244,8 @@ def _report(args: argparse.Namespace, image: Image.Image, results: list[Result],
         lines.append(f"  class {int(cls)} score {score:.3f} box ({x1:.0f}, {y1:.0f}) - ({x2:.0f}, {y2:.0f}) px")
     if not len(last.boxes):
         lines.append("  no detections: the crop is the centred square of the frame")
-    for o in truth.oilers if truth else ():
-        x1, y1, x2, y2 = o.box
-        best = max((iou(tuple(b[:4]), o.box) for b in last.boxes), default=0.0)
-        lines.append(f"  truth: oiler ({x1:.0f}, {y1:.0f}) - ({x2:.0f}, {y2:.0f}) px, best IoU {best:.2f}")
-    if truth and truth.oilers and len(last.boxes):
-        level = truth.best_level(tuple(last.boxes[int(np.argmax(last.boxes[:, 4]))][:4]))
-        known = "the best box overlaps no oiler" if level is None else f"{100 * level:.2f} %"
-        lines.append(f"estimated oil level: {last.oil_pct:.2f} %  (true level {known})")
+    if truth is not None:
+        lines += _truth_lines(truth, last)
     else:
         lines.append(f"estimated oil level: {last.oil_pct:.2f} %")
     ms = np.array([r.latency_s for r in results]) * 1000
@@ -243,6 +260,24 @@ def _report(args: argparse.Namespace, image: Image.Image, results: list[Result],
         save_visual(args.save, image, last)
         lines.append(f"saved {args.save}")
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _truth_lines(truth: Scene, last: Result) -> list[str]:
+    """The synthetic frame's truth beside the answer: each oiler's box and best IoU, the true level."""
+    from training.scenes import iou
+
+    lines = []
+    for o in truth.oilers:
+        x1, y1, x2, y2 = o.box
+        best = max((iou(tuple(b[:4]), o.box) for b in last.boxes), default=0.0)
+        lines.append(f"  truth: oiler ({x1:.0f}, {y1:.0f}) - ({x2:.0f}, {y2:.0f}) px, best IoU {best:.2f}")
+    if truth.oilers and len(last.boxes):
+        level = truth.best_level(tuple(last.boxes[int(np.argmax(last.boxes[:, 4]))][:4]))
+        known = "the best box overlaps no oiler" if level is None else f"{100 * level:.2f} %"
+        lines.append(f"estimated oil level: {last.oil_pct:.2f} %  (true level {known})")
+    else:
+        lines.append(f"estimated oil level: {last.oil_pct:.2f} %")
+    return lines
 
 
 if __name__ == "__main__":
