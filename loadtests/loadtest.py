@@ -6,9 +6,12 @@ Starts a tritonserver on the repository itself (on free ports) unless --url name
     python -m loadtests.loadtest --pipeline gpt2 --users 4 --run-time 1m --url 127.0.0.1:8000
     python -m loadtests.loadtest --entry both --image frame.jpg --out /tmp/run
 
-Writes locust's CSV files (locust_stats.csv, locust_stats_history.csv, locust_failures.csv, ...),
-locust_gpt2_users.csv (tokens/s per user), locust.log and summary.json into --out (default
-loadtests/results/locust/<timestamp>/). Exits 1 when any request failed or a pipeline got none.
+Every answer is checked against a reference computed here first, in-process, from the committed weights
+(loadtests/references.py; written to answers.json and handed to locust), or read from --answers: a wrong
+answer is a failed request. Writes locust's CSV files (locust_stats.csv, locust_stats_history.csv,
+locust_failures.csv, ...), locust_gpt2_users.csv (tokens/s per user), locust.log, answers.json and
+summary.json into --out (default loadtests/results/locust/<timestamp>/). Exits 1 when any request failed
+or a pipeline got none.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtests import locust_common as common
+from loadtests import references
 from serving.launcher import ServerError, TritonServer, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,9 +136,25 @@ def verdict(summary: dict, pipelines: list[str], locust_rc: int) -> list[str]:
     return problems
 
 
-def pipeline_args(pipelines: list[str], args: argparse.Namespace) -> list[str]:
+def answers_file(pipelines: list[str], args: argparse.Namespace, out: Path) -> Path:
+    """args.answers, or the reference answers of this run's frames and prompts computed now into out/answers.json."""
+    if args.answers:
+        return Path(args.answers)
+    sys.stderr.write("computing the reference answers in-process from weights/ (loadtests/references.py)\n")
+    answers: dict = {"what": "reference answers computed in-process from the committed weights"}
+    if "vision" in pipelines:
+        answers["vision"] = references.vision_answers(references.frame_sources(args.image, args.frames))
+    if "gpt2" in pipelines:
+        prompts = [args.prompt] if args.prompt else references.GPT2_PROMPTS
+        answers["gpt2"] = references.gpt2_answers(prompts, args.max_tokens)
+    path = out / "answers.json"
+    path.write_text(json.dumps(answers, indent=2) + "\n")
+    return path
+
+
+def pipeline_args(pipelines: list[str], args: argparse.Namespace, answers: Path) -> list[str]:
     """The locustfiles' own options, for the pipelines loaded (locust refuses options no file declares)."""
-    extra = []
+    extra = ["--answers", str(answers)]
     if "vision" in pipelines:
         extra += ["--vision-entry", args.entry, "--vision-image", args.image, "--vision-frames", str(args.frames)]
     if "gpt2" in pipelines:
@@ -171,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=int(env("LOCUST_VISION_FRAMES", "1")), help="synthetic frames")
     p.add_argument("--max-tokens", type=int, default=int(env("LOCUST_GPT2_MAX_TOKENS", "16")))
     p.add_argument("--prompt", default=env("LOCUST_GPT2_PROMPT", ""), help="default: cycle built-in prompts")
+    p.add_argument("--answers", help="reference answers JSON to check against (default: computed here from weights/)")
     p.add_argument("--out", type=Path, help="output folder (default loadtests/results/locust/<timestamp>/)")
     return p
 
@@ -183,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     pipelines = ["vision", "gpt2"] if args.pipeline == "both" else [args.pipeline]
     out = args.out or timestamped("locust")
     out.mkdir(parents=True, exist_ok=True)
-    extra = pipeline_args(pipelines, args)
+    extra = pipeline_args(pipelines, args, answers_file(pipelines, args, out))
     ports = (args.http_port, args.grpc_port, args.metrics_port)
     try:
         with serve(args.url, None, args.repository, out, ports) as ep:

@@ -1,9 +1,10 @@
-"""Shared parts of the locustfiles: the request log, reading locust's CSVs and the summary.
+"""Shared parts of the locustfiles: the reference answers, the request log, reading locust's CSVs and the summary.
 
 Response checks, SSE parsing and timings come from the client library (re-exported here for the
-locustfiles). Everything but `install()` is free of locust, so unit tests and the soak runner use it
-without gevent's monkey-patching. `install()` wires the locust-only parts (the
-request log and the per-user tokens/s file) once per process, whichever locustfiles are loaded.
+locustfiles); the answer checks and references from loadtests.references. Everything but `install()` is
+free of locust, so unit tests and the soak runner use it without gevent's monkey-patching. `install()`
+wires the locust-only parts (the --answers option, the request log and the per-user tokens/s file) once
+per process, whichever locustfiles are loaded.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from clients.lib.checks import check_vision_outputs as check_vision_outputs
 from clients.lib.sse import parse_sse_line as parse_sse_line
 from clients.lib.sse import read_stream as read_stream
 from clients.lib.timing import Generation
+from loadtests import references
 
 # Request types as they appear in locust's CSV "Type" column.
 INFER = "infer"  # one vision request: ensemble or ensemble_jpeg
@@ -125,6 +128,15 @@ def format_summary(summary: dict) -> str:
 _installed = False
 _user_stats: dict[int, dict] = {}
 _request_log: dict = {}  # "file" and its csv "writer" once --request-log is open
+_answers: dict[str, dict] = {}  # "vision" / "gpt2" -> that part of the reference answers, once per process
+
+
+def answers(environment, part: str, compute: Callable[[], dict]) -> dict:
+    """The `part` ("vision" or "gpt2") of the --answers file, or, without one, `compute()`d once per process."""
+    if part not in _answers:
+        path = getattr(environment.parsed_options, "answers", "")
+        _answers[part] = references.load(path)[part] if path else compute()
+    return _answers[part]
 
 
 def record_user_stream(user_id: int, result: Generation) -> None:
@@ -154,6 +166,12 @@ def _write_final_csv(environment, prefix: str) -> None:
 
 
 def _add_options(parser) -> None:
+    parser.add_argument(
+        "--answers",
+        env_var="LOCUST_ANSWERS",
+        default="",
+        help="reference answers JSON (python -m loadtests.references); default: computed at start from weights/",
+    )
     parser.add_argument(
         "--request-log",
         env_var="LOCUST_REQUEST_LOG",

@@ -10,7 +10,9 @@ Options (flag, or the environment variable beside it):
 Each generation fires three locust events, so all show in the CSV: `sse gpt2_stream` (whole request),
 `ttft gpt2_stream` (time to first token) and `itl gpt2_stream` (its mean inter-token latency). Tokens/s
 per user goes to <csv prefix>_gpt2_users.csv. An `{"error": ...}` event, a stream without a
-finish_reason, or empty text is a failure even when the HTTP status was 200.
+finish_reason, empty text, or text other than the prompt's greedy reference (requests are greedy) is a
+failure even when the HTTP status was 200. The reference comes from --answers (LOCUST_ANSWERS), or is
+computed at start in-process from weights/gpt2 (loadtests/references.py).
 """
 
 from __future__ import annotations
@@ -27,15 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `locust -f` i
 from locust import User, constant, events, task
 
 from loadtests import locust_common as common
+from loadtests import references
 
 MODEL = "gpt2_stream"
 PATH = f"/v2/models/{MODEL}/generate_stream"
-PROMPTS = (
-    "The oil level in the",
-    "def main():",
-    "Pump seven was inspected at noon and",
-    "import os\nimport sys\n",
-)
+PROMPTS = references.GPT2_PROMPTS
 TIMEOUT_S = 120.0
 common.install()
 
@@ -57,6 +55,23 @@ def _options(parser) -> None:
     )
 
 
+def _prompts(opts) -> list[str]:
+    return [opts.gpt2_prompt] if opts.gpt2_prompt else list(PROMPTS)
+
+
+def _reference(environment) -> dict:
+    """The greedy reference texts: from --answers, or computed once per process."""
+    opts = environment.parsed_options
+    return common.answers(environment, "gpt2", lambda: references.gpt2_answers(_prompts(opts), opts.gpt2_max_tokens))
+
+
+@events.init.add_listener
+def _reference_before_the_run(environment, **_kwargs) -> None:
+    """Load or compute the reference at init, so that computing it does not eat into the run time (-t)."""
+    if environment.parsed_options is not None:
+        _reference(environment)
+
+
 class Gpt2User(User):
     """Streams generations back to back (closed loop) over one keep-alive connection."""
 
@@ -66,8 +81,9 @@ class Gpt2User(User):
         opts = self.environment.parsed_options
         self.address = common.host_port(self.host)
         self.conn: http.client.HTTPConnection | None = None
-        self.prompts = itertools.cycle([opts.gpt2_prompt] if opts.gpt2_prompt else PROMPTS)
+        self.prompts = itertools.cycle(_prompts(opts))
         self.max_tokens = opts.gpt2_max_tokens
+        self.answers = _reference(self.environment)
 
     def on_stop(self) -> None:
         if self.conn is not None:
@@ -88,11 +104,13 @@ class Gpt2User(User):
 
     @task
     def generate(self) -> None:
-        body = json.dumps({"text_input": next(self.prompts), "max_tokens": self.max_tokens}).encode()
+        prompt = next(self.prompts)
+        body = json.dumps({"text_input": prompt, "max_tokens": self.max_tokens}).encode()
         start = time.perf_counter()
         fire = self.environment.events.request.fire
         try:
             result = self._stream(body, start)
+            references.check_text_answer(result.text, references.expected_text(self.answers, prompt, self.max_tokens))
         except Exception as exc:  # noqa: BLE001 - every way a request can go wrong is a locust failure
             if self.conn is not None:
                 self.conn.close()

@@ -9,7 +9,9 @@ Options (flag, or the environment variable beside it):
 
 Each generation fires the same three events as locust_gpt2.py (`sse`, `ttft`, `itl`) named
 `openai /v1/completions`, so both targets read the same in locust's CSV. An error status, an
-`{"error": ...}` event or a stream without a finish_reason is a failure.
+`{"error": ...}` event, a stream without a finish_reason, or text other than the prompt's greedy reference
+(requests use temperature 0) is a failure. The reference comes from --answers (LOCUST_ANSWERS), or is
+computed at start in-process from weights/gpt2 (loadtests/references.py).
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `locust -f` i
 from locust import User, constant, events, task
 
 from loadtests import locust_common as common
+from loadtests import references
 from loadtests.bench_openai import PATH, read_openai_stream
 
-PROMPTS = ("The oil level in the", "Now is the winter of our", "Pump seven was inspected at noon and")
+PROMPTS = references.OPENAI_PROMPTS
 TIMEOUT_S = 120.0
 NAME = f"openai {PATH}"
 common.install()
@@ -38,6 +41,19 @@ common.install()
 def _options(parser) -> None:
     parser.add_argument("--openai-max-tokens", env_var="LOCUST_OPENAI_MAX_TOKENS", type=int, default=16)
     parser.add_argument("--openai-api-key", env_var="LOCUST_OPENAI_API_KEY", default="")
+
+
+def _reference(environment) -> dict:
+    """The greedy reference texts: from --answers, or computed once per process."""
+    max_tokens = environment.parsed_options.openai_max_tokens
+    return common.answers(environment, "gpt2", lambda: references.gpt2_answers(PROMPTS, max_tokens))
+
+
+@events.init.add_listener
+def _reference_before_the_run(environment, **_kwargs) -> None:
+    """Load or compute the reference at init, so that computing it does not eat into the run time (-t)."""
+    if environment.parsed_options is not None:
+        _reference(environment)
 
 
 class OpenAIUser(User):
@@ -51,6 +67,7 @@ class OpenAIUser(User):
         self.conn: http.client.HTTPConnection | None = None
         self.prompts = itertools.cycle(PROMPTS)
         self.max_tokens = opts.openai_max_tokens
+        self.answers = _reference(self.environment)
         self.headers = {"Content-Type": "application/json"}
         if opts.openai_api_key:
             self.headers["Authorization"] = f"Bearer {opts.openai_api_key}"
@@ -75,11 +92,13 @@ class OpenAIUser(User):
 
     @task
     def generate(self) -> None:
-        body = {"model": "gpt2", "prompt": next(self.prompts), "max_tokens": self.max_tokens, "temperature": 0}
+        prompt = next(self.prompts)
+        body = {"model": "gpt2", "prompt": prompt, "max_tokens": self.max_tokens, "temperature": 0}
         body |= {"stream": True, "stream_options": {"include_usage": True}}
         start = time.perf_counter()
         try:
             result = self._stream(json.dumps(body), start)
+            references.check_text_answer(result.text, references.expected_text(self.answers, prompt, self.max_tokens))
         except Exception as exc:  # noqa: BLE001 - every way a request can go wrong is a locust failure
             if self.conn is not None:
                 self.conn.close()

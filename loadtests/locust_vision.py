@@ -9,12 +9,14 @@ Options (flag, or the environment variable beside it):
   --vision-frames    LOCUST_VISION_FRAMES    how many distinct synthetic frames to cycle through (default 1)
 
 A 4K frame costs about 0.5-1 s per request on a 2-core CPU, so keep users few. Every response is checked:
-outputs present, shaped [1,300,6] / [1,3,384,384] / [1,1], and finite; anything else is a failure.
+outputs present, shaped [1,300,6] / [1,3,384,384] / [1,1], finite and in range, and the answer itself: the
+oil level within 1 point of the reference and the same detections (IoU >= 0.9, score within 0.05). The
+reference comes from --answers (LOCUST_ANSWERS), or is computed at start in-process from weights/clo
+(loadtests/references.py). Anything else, a wrong answer included, is a failure.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import sys
 import time
@@ -26,8 +28,8 @@ import tritonclient.http as httpclient
 from locust import User, constant, events, task
 
 from clients.lib import images, payloads
-from clients.synthetic import synthetic_frame
 from loadtests import locust_common as common
+from loadtests import references
 from tritonyard_contract import PIPELINE_OUTPUTS
 
 ENTRIES = {"ensemble": ("ensemble",), "ensemble_jpeg": ("ensemble_jpeg",), "both": ("ensemble", "ensemble_jpeg")}
@@ -59,31 +61,45 @@ def _options(parser) -> None:
     )
 
 
-_payloads: dict[str, list] = {}  # entry -> prepared InferInputs, shared by every user (read-only)
+_payloads: dict[str, list] = {}  # entry -> [(sha256 of the source, InferInput)], shared by every user (read-only)
+_sources: dict[tuple[str, int], list[bytes]] = {}
 
 
-def _sources(image: str, count: int) -> list[bytes]:
-    if image != "synthetic":
-        return [Path(image).read_bytes()]
-    out = []
-    for seed in range(max(1, count)):
-        buf = io.BytesIO()
-        synthetic_frame(seed=seed).save(buf, "JPEG", quality=92)
-        out.append(buf.getvalue())
-    return out
+def sources(image: str, count: int) -> list[bytes]:
+    """The encoded images sent (and answered by the reference), made once per process."""
+    if (image, count) not in _sources:
+        _sources[(image, count)] = references.frame_sources(image, count)
+    return _sources[(image, count)]
 
 
 def prepared_inputs(entry: str, image: str, count: int) -> list:
-    """InferInputs for `entry`, built once per process: the 99.5 MB FP32 conversion is not what we measure."""
+    """(source digest, InferInput) for `entry`, built once per process: the 99.5 MB FP32 conversion is not
+    what we measure."""
     if entry not in _payloads:
         inputs = []
-        for data in _sources(image, count):
+        for data in sources(image, count):
             if entry == "ensemble":
-                inputs.append(payloads.frame_input(httpclient, images.to_frame(images.decode(data))))
+                inp = payloads.frame_input(httpclient, images.to_frame(images.decode(data)))
             else:
-                inputs.append(payloads.image_input(httpclient, data))
+                inp = payloads.image_input(httpclient, data)
+            inputs.append((references.digest(data), inp))
         _payloads[entry] = inputs
     return _payloads[entry]
+
+
+def _reference(environment) -> dict:
+    """The reference answers for the frames sent: from --answers, or computed once per process."""
+    opts = environment.parsed_options
+    return common.answers(
+        environment, "vision", lambda: references.vision_answers(sources(opts.vision_image, opts.vision_frames))
+    )
+
+
+@events.init.add_listener
+def _reference_before_the_run(environment, **_kwargs) -> None:
+    """Load or compute the reference at init, so that computing it does not eat into the run time (-t)."""
+    if environment.parsed_options is not None:
+        _reference(environment)
 
 
 class VisionUser(User):
@@ -99,21 +115,27 @@ class VisionUser(User):
         )
         entries = ENTRIES[opts.vision_entry]
         self.work = itertools.cycle(
-            [(e, inp) for e in entries for inp in prepared_inputs(e, opts.vision_image, opts.vision_frames)]
+            [(e, *item) for e in entries for item in prepared_inputs(e, opts.vision_image, opts.vision_frames)]
         )
         self.outputs = payloads.outputs(httpclient)
+        self.answers = _reference(self.environment)
 
     def on_stop(self) -> None:
         self.client.close()
 
     @task
     def infer(self) -> None:
-        entry, inp = next(self.work)
+        entry, source, inp = next(self.work)
         start = time.perf_counter()
         error: Exception | None = None
         try:
             result = self.client.infer(entry, [inp], outputs=self.outputs)
-            common.check_vision_outputs({t.name: result.as_numpy(t.name) for t in PIPELINE_OUTPUTS})
+            outputs = {t.name: result.as_numpy(t.name) for t in PIPELINE_OUTPUTS}
+            common.check_vision_outputs(outputs)
+            expected = self.answers["frames"].get(source)
+            if expected is None:
+                raise common.ResponseError(f"no reference answer for frame {source[:12]} in --answers")
+            references.check_vision_answer(outputs, expected, self.answers["tolerance"])
         except Exception as exc:  # noqa: BLE001 - every way a request can go wrong is a locust failure
             error = exc
         self.environment.events.request.fire(

@@ -10,9 +10,12 @@ memory.csv. After warm-up (the first --warmup fraction of the run), the floor (m
 process's RSS over the window right after warm-up is compared with its floor over the last window:
 the floor ignores transient buffers (a 99.5 MB frame comes and goes) but rises with a leak. The run
 fails if any process, or the total, grows by more than --max-growth, if any request failed, if a
-pipeline completed no request, or if a stub disappeared. p99 latency is reported for the first and
-the last window. Everything goes to --out (default loadtests/results/soak/<timestamp>/): locust's
-CSVs, requests.csv, memory.csv, verdict.json and summary.md.
+pipeline completed no request, or if a stub disappeared. Every answer is checked against references
+computed in-process from the committed weights first (loadtests/references.py, kept in answers.json):
+the oil level and detections of the synthetic frame, the greedy text of each prompt; a wrong answer is a
+failed request. p99 latency is reported for the first and the last window. Everything goes to --out
+(default loadtests/results/<date>-soak/, and loadtests/results/soak/<timestamp>/ with --quick): locust's
+CSVs, requests.csv, memory.csv, answers.json, verdict.json, summary.md and soak.png (with matplotlib).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import numpy as np
 
 from loadtests import loadtest
 from loadtests import locust_common as common
+from loadtests.soak_report import format_report, plot, wrong_answers
 from serving.launcher import STUB_NAME, ServerError
 
 SERVER_LABEL = "tritonserver"
@@ -211,9 +215,11 @@ def latency_windows(rows: list[tuple[float, str, str, float, bool]], window: flo
     return out
 
 
-def judge(summary: dict, growth: list[Growth], pipelines: list[str], log_errors: int) -> list[str]:
+def judge(summary: dict, growth: list[Growth], pipelines: list[str], log_errors: int, wrong: int = 0) -> list[str]:
     """Reasons the soak failed (empty when it passed)."""
     problems = loadtest.verdict(summary, pipelines, 0)
+    if wrong:
+        problems.append(f"{wrong} wrong answer(s) (see locust_failures.csv)")
     if log_errors and not summary["failures"]:
         problems.append(f"{log_errors} request(s) failed in requests.csv")
     for g in growth:
@@ -223,36 +229,16 @@ def judge(summary: dict, growth: list[Growth], pipelines: list[str], log_errors:
     return problems
 
 
-def format_report(verdict: dict) -> str:
-    """Markdown tables for the terminal and the README."""
-    v = verdict
-    per = ", ".join(f"{p} {n}" for p, n in v["requests_per_pipeline"].items())
-    lines = [
-        f"soak: {v['duration_s']:.0f} s, {v['requests']} requests ({per}), {v['errors']} errors, "
-        f"warm-up {v['warmup_s']:.0f} s, memory limit +{v['max_growth_pct']:.0f}%: "
-        f"{'PASSED' if v['passed'] else 'FAILED'}",
-        "",
-        "| request | count | p99 start (ms) | p99 end (ms) |",
-        "|---|---:|---:|---:|",
-    ]
-    fmt = lambda x: "-" if x is None else f"{x:.0f}"  # noqa: E731
-    for row in v["latency"]:
-        lines.append(
-            f"| {row['type']} {row['name']} | {row['requests']} | {fmt(row['p99_start_ms'])} | "
-            f"{fmt(row['p99_end_ms'])} |"
-        )
-    lines += ["", "| process | RSS after warm-up (MB) | RSS at end (MB) | growth | peak (MB) |"]
-    lines.append("|---|---:|---:|---:|---:|")
-    for g in v["memory"]:
-        growth = "-" if g["growth_pct"] is None else f"{g['growth_pct']:+.1f}%"
-        mark = "" if g["ok"] else " FAIL"
-        lines.append(
-            f"| {g['process']} | {fmt(g['start_mb'])} | {fmt(g['end_mb'])} | {growth}{mark} | {fmt(g['peak_mb'])} |"
-        )
-    return "\n".join(lines)
-
-
 # --- the run ---
+
+
+def _provenance(path: Path, out: Path) -> dict:
+    """What the answers were checked against: the file (relative to `out` when computed there), the weights' sha256."""
+    data = json.loads(path.read_text())
+    return {
+        "file": path.name if path.parent == out else str(path),
+        **{k: v.get("weights") for k, v in data.items() if isinstance(v, dict)},
+    }
 
 
 def seconds(text: str) -> float:
@@ -297,7 +283,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, default=0.2, help="fraction of the run in each compared window")
     p.add_argument("--max-growth", type=float, default=0.10, help="allowed RSS growth after warm-up (0.10 = 10%%)")
     p.add_argument("--sample-interval", type=float, default=None, help="seconds between RSS samples (default 2)")
-    p.add_argument("--out", type=Path, help="output folder (default loadtests/results/soak/<timestamp>/)")
+    p.add_argument("--answers", help="reference answers JSON to check against (default: computed here from weights/)")
+    p.add_argument("--out", type=Path, help="output folder (default loadtests/results/<date>-soak/)")
     return p
 
 
@@ -308,11 +295,17 @@ def main(argv: list[str] | None = None) -> int:
     if not (0 <= args.warmup and 0 < args.window and args.warmup + args.window <= 1 - args.window + 1e-9):
         sys.stderr.write("error: need warmup + window <= 1 - window, so the two compared windows do not overlap\n")
         return 2
-    out = args.out or loadtest.timestamped("soak")
+    out = args.out or (
+        loadtest.timestamped("soak") if args.quick else loadtest.RESULTS / f"{time.strftime('%Y-%m-%d')}-soak"
+    )
     out.mkdir(parents=True, exist_ok=True)
+    (out / "requests.csv").unlink(missing_ok=True)  # the request log appends
     pipelines = ["vision", "gpt2"]
-    lt_args = argparse.Namespace(entry=args.entry, image=args.image, frames=1, max_tokens=args.max_tokens, prompt="")
-    extra = [*loadtest.pipeline_args(pipelines, lt_args), "--request-log", str(out / "requests.csv")]
+    lt_args = argparse.Namespace(
+        entry=args.entry, image=args.image, frames=1, max_tokens=args.max_tokens, prompt="", answers=args.answers
+    )
+    answers = loadtest.answers_file(pipelines, lt_args, out)
+    extra = [*loadtest.pipeline_args(pipelines, lt_args, answers), "--request-log", str(out / "requests.csv")]
     try:
         with loadtest.serve(args.url, None, args.repository, out) as ep:
             port = int(ep.http_url.rpartition(":")[2])
@@ -350,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     requests = read_request_log(out / "requests.csv")
     growth = memory_growth(samples, ran, args.warmup, args.window, args.max_growth)
     log_errors = sum(1 for r in requests if not r[4] and r[1] in common.REQUEST_TYPES)
-    problems = judge(summary, growth, pipelines, log_errors)
+    wrong = wrong_answers(out / f"{loadtest.CSV_PREFIX}_failures.csv")
+    problems = judge(summary, growth, pipelines, log_errors, wrong)
     per_pipeline = {
         p: sum(r["requests"] for r in summary["rows"] if r["type"] == loadtest.PIPELINE_TYPES[p]) for p in pipelines
     }
@@ -364,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         "requests": summary["requests"],
         "requests_per_pipeline": per_pipeline,
         "errors": max(summary["failures"], log_errors),
+        "wrong_answers": wrong,
+        "answers": _provenance(answers, out),
         "latency": latency_windows(requests, args.window),
         "memory": [asdict(g) for g in growth],
         "samples": len({s.sweep for s in samples}),
@@ -372,7 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "verdict.json").write_text(json.dumps(verdict, indent=2) + "\n")
     report = format_report(verdict)
     (out / "summary.md").write_text(report + "\n")
-    sys.stdout.write(f"{report}\nresults: {out}\n")
+    plotted = plot(out / "soak.png", verdict, samples, requests, common.REQUEST_TYPES, t0)
+    missing = "" if plotted else "(no soak.png: matplotlib is not installed)\n"
+    sys.stdout.write(f"{report}\n{missing}results: {out}\n")
     if problems:
         sys.stderr.write("SOAK FAILED: " + "; ".join(problems) + "\n")
         return 1

@@ -273,14 +273,35 @@ def test_openai_requires_the_bearer_key_when_an_api_key_is_set(gpt2_triton: Trit
         assert good.completions.create(model=MODEL, prompt="hi", max_tokens=2, temperature=0).usage.completion_tokens
 
 
-def test_openai_locust_target_streams_without_failures_when_run_headless(frontend: Frontend, tmp_path: Path) -> None:
+def _locust_openai(frontend: Frontend, out: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """locust_openai.py headless for 6 s with 2 users; (the run, locust's stats rows by (type, name))."""
     root = Path(__file__).resolve().parents[2]
     cmd = [sys.executable, "-m", "locust", "-f", str(root / "loadtests" / "locust_openai.py"), "--headless"]
     cmd += ["-u", "2", "-r", "2", "-t", "6s", "--host", f"http://{frontend.host}:{frontend.port}"]
-    cmd += ["--openai-max-tokens", "8", "--csv", str(tmp_path / "locust"), "--only-summary"]
-    run = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
-    rows = {(r["Type"], r["Name"]): r for r in csv.DictReader((tmp_path / "locust_stats.csv").open())}
+    cmd += ["--openai-max-tokens", "8", "--csv", str(out / "locust"), "--only-summary", *extra]
+    run = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=180)
+    rows = {(r["Type"], r["Name"]): r for r in csv.DictReader((out / "locust_stats.csv").open())}
+    return run, rows
+
+
+def test_openai_locust_target_streams_without_failures_when_run_headless(frontend: Frontend, tmp_path: Path) -> None:
+    """No --answers: the locustfile computes the greedy reference texts itself, and every answer matches."""
+    run, rows = _locust_openai(frontend, tmp_path)
     sse = rows[("sse", "openai /v1/completions")]
     assert run.returncode == 0, run.stderr[-2000:]
     assert int(sse["Request Count"]) > 0 and int(sse["Failure Count"]) == 0
     assert ("ttft", "openai /v1/completions") in rows and ("itl", "openai /v1/completions") in rows
+
+
+def test_openai_locust_target_fails_every_request_when_the_reference_text_is_wrong(
+    frontend: Frontend, tmp_path: Path
+) -> None:
+    from loadtests.references import OPENAI_PROMPTS
+
+    wrong = {"gpt2": {"max_tokens": 8, "texts": {p: " not the greedy text" for p in OPENAI_PROMPTS}}}
+    (tmp_path / "wrong.json").write_text(json.dumps(wrong))
+    run, rows = _locust_openai(frontend, tmp_path, "--answers", str(tmp_path / "wrong.json"))
+    sse = rows[("sse", "openai /v1/completions")]
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert int(sse["Request Count"]) > 0 and int(sse["Failure Count"]) == int(sse["Request Count"])
+    assert "wrong answer: generated" in (tmp_path / "locust_failures.csv").read_text()

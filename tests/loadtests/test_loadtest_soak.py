@@ -25,7 +25,10 @@ def test_soak_quick_passes_with_flat_memory_when_both_pipelines_run_clean(
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     verdict = json.loads((tmp_path / "verdict.json").read_text())
-    assert verdict["passed"] and verdict["problems"] == [] and verdict["errors"] == 0
+    assert verdict["passed"] and verdict["problems"] == [] and verdict["errors"] == verdict["wrong_answers"] == 0
+    answers = json.loads((tmp_path / "answers.json").read_text())  # computed here, every answer checked against it
+    assert answers["vision"]["frames"] and answers["gpt2"]["texts"] and verdict["answers"]["file"] == "answers.json"
+    assert (tmp_path / "soak.png").read_bytes()[:4] == b"\x89PNG"
     assert verdict["duration_s"] >= 35 and verdict["samples"] >= 20
     assert all(n > 0 for n in verdict["requests_per_pipeline"].values())
     assert set(verdict["requests_per_pipeline"]) == {"vision", "gpt2"}
