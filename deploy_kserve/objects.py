@@ -11,10 +11,10 @@ import contextlib
 import functools
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TextIO
 
 MODEL_ONLY_FIELDS = {"modelFormat", "runtime", "storageUri", "storage", "protocolVersion", "runtimeVersion"}
 QUANTITY = re.compile(r"^([+-]?)(\d+(?:\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?$")
@@ -186,3 +186,17 @@ def generated_models(device: str) -> tuple[str, ...]:
         from builders import catalog
 
         return tuple(catalog.model_names(device))
+
+
+def write_report(out: TextIO, groups: Iterable[tuple[str, list[Check]]], level: str) -> int:
+    """Print each titled group of checks and the verdict; the exit status (0 when every check passed)."""
+    failed = 0
+    for title, checks in groups:
+        out.write(f"{title}\n")
+        for check in checks:
+            out.write(f"  {'ok' if check.ok else 'FAIL':<4} {check.name}\n")
+            for problem in check.problems:
+                out.write(f"       - {problem}\n")
+            failed += not check.ok
+    out.write(f"{'FAILED' if failed else 'passed'}: {failed} failing check(s); validation level {level}\n")
+    return 1 if failed else 0

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from deploy_kserve import render, schema, seldon_schema, tools
-from deploy_kserve.objects import Check, RuleError
+from deploy_kserve.objects import Check, RuleError, write_report
 from deploy_kserve.seldon_v1_rules import RULES as V1_RULES
 from deploy_kserve.seldon_v1_rules import SeldonV1
 from deploy_kserve.seldon_v2_rules import RULES as V2_RULES
@@ -75,18 +75,13 @@ def run(
 ) -> int:
     """Validate each folder, print a report, return the exit status (0 when all passed)."""
     out.write(f"validation level: {schemas.level}: {schemas.description}\n")
-    failed = 0
+    groups = []
     for version in versions:
-        out.write(f"seldon/{version} (repository built with DEVICE={VERSIONS[version][0]})\n")
         count, yaml_problems = render.yaml_problems([seldon_dir / version])
         checks = [Check(f"YAML: {count} files parse strictly (no duplicate keys)", yaml_problems)]
-        for check in checks + validate_folder(seldon_dir / version, version, schemas, kubectl):
-            out.write(f"  {'ok' if check.ok else 'FAIL':<4} {check.name}\n")
-            for problem in check.problems:
-                out.write(f"       - {problem}\n")
-            failed += not check.ok
-    out.write(f"{'FAILED' if failed else 'passed'}: {failed} failing check(s); validation level {schemas.level}\n")
-    return 1 if failed else 0
+        title = f"seldon/{version} (repository built with DEVICE={VERSIONS[version][0]})"
+        groups.append((title, checks + validate_folder(seldon_dir / version, version, schemas, kubectl)))
+    return write_report(out, groups, schemas.level)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from typing import TextIO
 
 from deploy_kserve import CRD_DIR, KSERVE_DIR, OVERLAYS, batch_job, render, schema, tools
 from deploy_kserve.files import DASHBOARD, check_dashboard, check_image
-from deploy_kserve.objects import Check, Rendered, RuleError
+from deploy_kserve.objects import Check, Rendered, RuleError, write_report
 from deploy_kserve.rules import RULES
 
 
@@ -101,16 +101,7 @@ def run(
     ]
     groups.append(("files: manifests, image and monitoring", files))
     groups.append(("batch scoring Job (kserve/batch)", batch_job.validate_batch(schemas, kubectl, kserve_dir)))
-    failed = 0
-    for title, checks in groups:
-        out.write(f"{title}\n")
-        for check in checks:
-            out.write(f"  {'ok' if check.ok else 'FAIL':<4} {check.name}\n")
-            for problem in check.problems:
-                out.write(f"       - {problem}\n")
-            failed += not check.ok
-    out.write(f"{'FAILED' if failed else 'passed'}: {failed} failing check(s); validation level {schemas.level}\n")
-    return 1 if failed else 0
+    return write_report(out, groups, schemas.level)
 
 
 def main(argv: list[str] | None = None) -> int:
