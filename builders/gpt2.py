@@ -148,8 +148,9 @@ def specs(cfg: Gpt2Config, dims: Gpt2Dims | None = None) -> list[ModelSpec]:
             parameters=params,
             decoupled=True,
             gpu=True,
-            # A prompt and max_tokens: each instance runs a prefill and decode steps before it is ready.
-            warmup=Warmup(optional=(MAX_TOKENS,)),
+            # A prompt and max_tokens: each instance runs a prefill and decode steps before it is ready. A sample's
+            # requests all arrive waiting for a slot, so no more than max_pending of them, or the engine refuses some.
+            warmup=Warmup(optional=(MAX_TOKENS,), max_batch=cfg.max_pending),
             # The in-flight engine batches and execute() returns at once: Triton's dynamic batcher would only add
             # stalls (on 2.51 a burst reached execute() in 0.5 s waves), so none; max_pending bounds the backlog.
             policy=NO_DYNAMIC_BATCHING,

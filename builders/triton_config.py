@@ -343,7 +343,7 @@ def model_config(spec: ModelSpec, target: Target) -> ModelConfig:
         body.update(_batching(policy))
         body.update(_onnx_dict(spec, target) if isinstance(spec, OnnxModel) else _python_dict(spec))
         if spec.warmup is not None:
-            sizes = warmup.batch_sizes(policy.max_batch_size, policy.preferred_batch_sizes)
+            sizes = warmup.batch_sizes(policy.max_batch_size, policy.preferred_batch_sizes, spec.warmup.max_batch)
             body["modelWarmup"] = warmup.config(spec.name, spec.inputs, spec.warmup, sizes, optional)
     try:
         return json_format.ParseDict(body, ModelConfig())

@@ -56,15 +56,19 @@ class Warmup:
 
     optional: tuple[TensorSpec, ...] = ()
     count: int = 1  # runs of each sample
+    max_batch: int | None = None  # the most requests one sample may send at once (what the model admits); None: any
 
     def __post_init__(self) -> None:
         if self.count < 1:
             raise BuildError(f"warmup count must be >= 1, got {self.count}")
+        if self.max_batch is not None and self.max_batch < 1:
+            raise BuildError(f"warmup max_batch must be >= 1, got {self.max_batch}")
 
 
-def batch_sizes(max_batch_size: int, preferred: tuple[int, ...]) -> tuple[int, ...]:
-    """The batch sizes a model sees: one request alone, the batcher's preferred sizes, and the largest batch."""
-    return tuple(sorted({1, *preferred, max_batch_size}))
+def batch_sizes(max_batch_size: int, preferred: tuple[int, ...], cap: int | None = None) -> tuple[int, ...]:
+    """The batch sizes a model sees: one request alone, the batcher's preferred sizes, and the largest batch, none
+    above `cap` (a model that refuses more requests at once would fail its own warmup)."""
+    return tuple(n for n in sorted({1, *preferred, max_batch_size}) if cap is None or n <= cap)
 
 
 # --- the samples: raw bytes as Triton reads an input_data_file (BYTES: a 4-byte length before each element) ---

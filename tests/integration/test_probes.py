@@ -22,6 +22,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from builders import gpt2
 from clients import gpt2 as gpt2_client
 from clients.lib.retry import NO_RETRY
 from serving import readiness
@@ -51,13 +52,12 @@ def _set(config: Path, pattern: str, value: str) -> None:
 @pytest.fixture(scope="module")
 def server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     root = tmp_path_factory.mktemp("probes")
-    for name in MODELS:
+    for name in VISION:
         shutil.copytree(model_repo / name, root / "repo" / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in VISION[:-1]:
         _set(root / "repo" / name / "config.pbtxt", r"(max_queue_size: )\d+()", "1")
-    engine = root / "repo" / "gpt2_stream" / "config.pbtxt"
-    _set(engine, r'(key: "max_slots"\s*value \{\s*string_value: ")\d+(")', str(SLOTS))
-    _set(engine, r'(key: "max_pending"\s*value \{\s*string_value: ")\d+(")', str(PENDING))
+    # The GPT-2 engine built with a tiny backlog by the builder itself, so its warmup fits that backlog too.
+    gpt2.build(gpt2.Gpt2Config(max_slots=SLOTS, max_pending=PENDING), root / "repo")
     # Triton 2.51 never finishes unloading an instance whose stub was killed: keep shutdown short.
     with TritonServer(
         root / "repo", *free_ports(3), log_file=root / "tritonserver.log", extra_args=("--exit-timeout-secs=2",)
